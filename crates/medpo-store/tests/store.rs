@@ -1,0 +1,383 @@
+//! The data-access layer against both databases. Every test runs twice: on a fresh SQLite
+//! file and on a fresh database of the real Postgres server the test script starts
+//! (`MEDPO_TEST_POSTGRES_URL`, an admin URL such as `postgres://postgres@127.0.0.1:5439/postgres`).
+//! Without that variable the Postgres half is skipped with a message, unless
+//! `MEDPO_REQUIRE_POSTGRES=1` (set by `scripts/test.sh`), which makes it fail instead.
+
+use medpo_store::{ConnectSettings, Error, Store};
+use medpo_types::*;
+
+async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (Store::open(&url, &ConnectSettings::default()).await.unwrap(), dir)
+}
+
+async fn postgres_store() -> Option<Store> {
+    let Ok(admin) = std::env::var("MEDPO_TEST_POSTGRES_URL") else {
+        if std::env::var("MEDPO_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("MEDPO_REQUIRE_POSTGRES=1 but MEDPO_TEST_POSTGRES_URL is not set");
+        }
+        eprintln!("skipping the Postgres half: MEDPO_TEST_POSTGRES_URL is not set (scripts/test.sh sets it)");
+        return None;
+    };
+    let name = format!("medpo_test_{}", rand::random::<u64>());
+    let admin_store = Store::connect(&admin, &ConnectSettings::default()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(admin_store.pool()).await.unwrap();
+    admin_store.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(Store::open(&format!("{base}/{name}"), &ConnectSettings::default()).await.unwrap())
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (s, _dir) = super::sqlite_store().await;
+                super::$name(&s).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(s) = super::postgres_store().await {
+                    super::$name(&s).await;
+                }
+            }
+        }
+    };
+}
+
+async fn model(s: &Store, name: &str, variant: &str, parent: Option<i64>) -> ModelEntry {
+    s.register_model(&NewModel {
+        name: name.into(),
+        base: "llava-med-v1.5-mistral-7b".into(),
+        variant: variant.into(),
+        layout: "llava_mistral".into(),
+        parent_id: parent,
+        path: format!("/models/{name}"),
+        files: vec!["config.json".into(), "model.safetensors".into()],
+        card: "# card".into(),
+        params: Some(7_000_000_000),
+    })
+    .await
+    .unwrap()
+}
+
+fn sha(n: u8) -> String {
+    format!("{:064x}", n)
+}
+
+async fn scan(s: &Store, n: u8) -> Scan {
+    s.insert_scan(&NewScan {
+        sha256: sha(n),
+        path: format!("scans/{}.png", sha(n)),
+        size_bytes: 1234,
+        width: 70,
+        height: 50,
+        source_format: SourceFormat::Png,
+        modality: Some("CT".into()),
+        body_part: None,
+        view: None,
+        uploaded_by: None,
+    })
+    .await
+    .unwrap()
+    .0
+}
+
+fn answer(model_id: i64, text: &str) -> NewAnswer {
+    NewAnswer { model_id, text: text.into(), settings: GenerationSettings::default(), latency_ms: Some(12), error: None }
+}
+
+async fn migrations_and_pragmas(s: &Store) {
+    // Running the migrations again is a no-op.
+    s.migrate().await.unwrap();
+    s.ping().await.unwrap();
+    if s.backend() == medpo_store::Backend::Sqlite {
+        assert_eq!(s.sqlite_journal_mode().await.unwrap().as_deref(), Some("wal"));
+        assert_eq!(s.sqlite_foreign_keys().await.unwrap(), Some(true));
+    }
+    assert_eq!(s.overview().await.unwrap(), Overview::default());
+}
+both!(migrations_and_pragmas);
+
+async fn users_and_sessions(s: &Store) {
+    let u = s.create_user("alice", "$argon2id$fake", Role::Clinician).await.unwrap();
+    assert_eq!(u.role, Role::Clinician);
+    let dup = s.create_user("alice", "x", Role::Viewer).await.unwrap_err();
+    assert!(dup.is_conflict(), "{dup}");
+    assert!(dup.to_string().contains("alice"));
+    let (found, hash) = s.user_with_hash("alice").await.unwrap().unwrap();
+    assert_eq!(found, u);
+    assert_eq!(hash, "$argon2id$fake");
+    assert!(s.user_with_hash("bob").await.unwrap().is_none());
+
+    s.create_session("tok1", u.id, "csrf1", 60_000).await.unwrap();
+    let info = s.session("tok1").await.unwrap().unwrap();
+    assert_eq!(info.user.username, "alice");
+    assert_eq!(info.csrf_token, "csrf1");
+    // An expired session is not returned and is purged.
+    s.create_session("tok2", u.id, "csrf2", -1).await.unwrap();
+    assert!(s.session("tok2").await.unwrap().is_none());
+    assert_eq!(s.purge_expired_sessions().await.unwrap(), 1);
+    s.delete_session("tok1").await.unwrap();
+    assert!(s.session("tok1").await.unwrap().is_none());
+    assert!(matches!(s.create_user("  ", "x", Role::Viewer).await, Err(Error::Invalid { field: "username", .. })));
+}
+both!(users_and_sessions);
+
+async fn models_registry(s: &Store) {
+    let sft = model(s, "llava-med-sft", "sft", None).await;
+    let dpo = model(s, "llava-med-dpo", "dpo", Some(sft.id)).await;
+    assert_eq!(dpo.parent_id, Some(sft.id));
+    assert_eq!(dpo.files, vec!["config.json", "model.safetensors"]);
+    let list = s.list_models().await.unwrap();
+    assert_eq!(list.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["llava-med-sft", "llava-med-dpo"]);
+    let err = s
+        .register_model(&NewModel { name: "llava-med-sft".into(), ..list[0].clone().into_new() })
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    let err = s.register_model(&NewModel { parent_id: Some(999), name: "x".into(), ..list[0].clone().into_new() }).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    s.set_model_enabled(dpo.id, false).await.unwrap();
+    assert!(!s.model(dpo.id).await.unwrap().enabled);
+    assert_eq!(s.model_by_name("llava-med-dpo").await.unwrap().unwrap().id, dpo.id);
+}
+both!(models_registry);
+
+trait IntoNew {
+    fn into_new(self) -> NewModel;
+}
+impl IntoNew for ModelEntry {
+    fn into_new(self) -> NewModel {
+        NewModel {
+            name: self.name,
+            base: self.base,
+            variant: self.variant,
+            layout: self.layout,
+            parent_id: self.parent_id,
+            path: self.path,
+            files: self.files,
+            card: self.card,
+            params: self.params,
+        }
+    }
+}
+
+async fn scans_are_content_addressed(s: &Store) {
+    let a = scan(s, 1).await;
+    let (again, new) = s
+        .insert_scan(&NewScan {
+            sha256: sha(1),
+            path: "elsewhere".into(),
+            size_bytes: 1,
+            width: 1,
+            height: 1,
+            source_format: SourceFormat::Jpeg,
+            modality: None,
+            body_part: None,
+            view: None,
+            uploaded_by: None,
+        })
+        .await
+        .unwrap();
+    assert!(!new);
+    assert_eq!(again, a);
+    assert_eq!(s.overview().await.unwrap().scans, 1);
+    let bad = s.insert_scan(&NewScan { sha256: "abc".into(), ..NewScanExt::from_scan(&a) }).await.unwrap_err();
+    assert!(bad.to_string().contains("abc"));
+}
+both!(scans_are_content_addressed);
+
+struct NewScanExt;
+impl NewScanExt {
+    fn from_scan(a: &Scan) -> NewScan {
+        NewScan {
+            sha256: a.sha256.clone(),
+            path: a.path.clone(),
+            size_bytes: a.size_bytes,
+            width: a.width,
+            height: a.height,
+            source_format: a.source_format,
+            modality: a.modality.clone(),
+            body_part: a.body_part.clone(),
+            view: a.view.clone(),
+            uploaded_by: a.uploaded_by,
+        }
+    }
+}
+
+async fn votes_make_pairs_atomically(s: &Store) {
+    let rater = s.create_user("rad", "h", Role::Clinician).await.unwrap();
+    let sft = model(s, "sft", "sft", None).await;
+    let dpo = model(s, "dpo", "dpo", Some(sft.id)).await;
+    let sc = scan(s, 2).await;
+    let c = s
+        .create_comparison(sc.id, "Is there a nodule?", true, Some(rater.id), &[answer(sft.id, "No."), answer(dpo.id, "Yes, right upper lobe.")])
+        .await
+        .unwrap();
+    assert_eq!(c.answers.len(), 2);
+    assert!(c.blind);
+    let (a, b) = (c.answers[0].id, c.answers[1].id);
+
+    // both_bad without a corrected answer: rejected, nothing written.
+    let mut v = NewVote {
+        comparison_id: c.id,
+        rater_id: rater.id,
+        answer_a_id: a,
+        answer_b_id: b,
+        winner: Winner::BothBad,
+        rationale: "neither sees it".into(),
+        corrected_answer: None,
+        region: Some(Region { x: 10.0, y: 5.0, w: 20.0, h: 10.0 }),
+        blind: true,
+        tags: vec![ErrorTag { answer_id: Some(a), tag: "missed_finding".into(), severity: Severity::Major }],
+    };
+    assert!(matches!(s.record_vote(&v).await, Err(Error::Invalid { field: "corrected_answer", .. })));
+    // An unknown tag: rejected, nothing written.
+    v.corrected_answer = Some("A 1 cm nodule in the right upper lobe.".into());
+    v.tags.push(ErrorTag { answer_id: None, tag: "made_up".into(), severity: Severity::Minor });
+    assert!(s.record_vote(&v).await.unwrap_err().to_string().contains("made_up"));
+    assert_eq!(s.overview().await.unwrap().votes, 0);
+    v.tags.pop();
+
+    let stored = s.record_vote(&v).await.unwrap();
+    assert_eq!(stored.winner, Winner::BothBad);
+    assert_eq!(stored.tags.len(), 1);
+    assert_eq!(stored.tags[0].severity, Severity::Major);
+    assert_eq!(stored.region, v.region);
+    let pairs = s.preference_pairs(10).await.unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert!(pairs.iter().all(|p| p.chosen.starts_with("A 1 cm") && p.vote_id == Some(stored.id)));
+    assert_eq!(pairs[0].tags, vec!["missed_finding"]);
+
+    // A plain win: the winner's answer is chosen.
+    let v2 = NewVote { winner: Winner::B, corrected_answer: None, tags: vec![], region: None, ..v.clone() };
+    s.record_vote(&v2).await.unwrap();
+    let p = &s.preference_pairs(1).await.unwrap()[0];
+    assert_eq!((p.chosen.as_str(), p.rejected.as_str()), ("Yes, right upper lobe.", "No."));
+    assert_eq!(p.chosen_model_id, Some(dpo.id));
+    // A tie gives no pair.
+    s.record_vote(&NewVote { winner: Winner::Tie, ..v2.clone() }).await.unwrap();
+    assert_eq!(s.overview().await.unwrap().pairs, 3);
+
+    let outcomes = s.vote_outcomes(Some(rater.id)).await.unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!((outcomes[1].model_a.as_str(), outcomes[1].model_b.as_str(), outcomes[1].winner), ("sft", "dpo", Winner::B));
+    assert!(s.vote_outcomes(Some(rater.id + 100)).await.unwrap().is_empty());
+
+    // An answer from another comparison is refused.
+    let c2 = s.create_comparison(sc.id, "Other?", false, None, &[answer(sft.id, "x"), answer(dpo.id, "y")]).await.unwrap();
+    let err = s.record_vote(&NewVote { answer_b_id: c2.answers[0].id, ..v2.clone() }).await.unwrap_err();
+    assert!(err.to_string().contains("not part of comparison"), "{err}");
+    // A comparison against a missing scan or model is refused.
+    assert!(s.create_comparison(9999, "q", false, None, &[answer(sft.id, "x")]).await.is_err());
+    assert!(s.create_comparison(sc.id, "q", false, None, &[answer(9999, "x")]).await.is_err());
+    assert_eq!(s.overview().await.unwrap().comparisons, 2);
+}
+both!(votes_make_pairs_atomically);
+
+async fn datasets_snapshots(s: &Store) {
+    let d = s.create_dataset("radiology-v1", "first pass", None).await.unwrap();
+    assert!(s.create_dataset("radiology-v1", "", None).await.unwrap_err().is_conflict());
+    // No pairs yet: a clear message.
+    let e = s.snapshot_dataset(d.id, "", None).await.unwrap_err();
+    assert!(e.to_string().contains("no preference pairs"), "{e}");
+    s.import_pair(&medpo_store::datasets::ImportedPair {
+        scan_id: None,
+        question: "q1".into(),
+        chosen: "good".into(),
+        rejected: "bad".into(),
+        region: None,
+    })
+    .await
+    .unwrap();
+    let v1 = s.snapshot_dataset(d.id, "one pair", None).await.unwrap();
+    assert_eq!((v1.version, v1.pair_count), (1, 1));
+    s.import_pair(&medpo_store::datasets::ImportedPair {
+        scan_id: None,
+        question: "q2".into(),
+        chosen: "g".into(),
+        rejected: "b".into(),
+        region: None,
+    })
+    .await
+    .unwrap();
+    let v2 = s.snapshot_dataset(d.id, "", None).await.unwrap();
+    assert_eq!((v2.version, v2.pair_count), (2, 2));
+    assert_ne!(v1.sha256, v2.sha256);
+    // v1 is frozen.
+    assert_eq!(s.snapshot_pairs(v1.id).await.unwrap().len(), 1);
+    assert_eq!(s.snapshot_pairs(v2.id).await.unwrap().len(), 2);
+    let list = s.list_datasets().await.unwrap();
+    assert_eq!(list[0].snapshots.iter().map(|x| x.version).collect::<Vec<_>>(), [2, 1]);
+    assert!(matches!(s.snapshot_dataset(999, "", None).await, Err(Error::NotFound { .. })));
+}
+both!(datasets_snapshots);
+
+async fn jobs_lifecycle(s: &Store) {
+    let sft = model(s, "base", "sft", None).await;
+    let j = s
+        .create_job(&NewTrainingJob {
+            name: "dpo run".into(),
+            objective: "sigmoid".into(),
+            config: serde_json::json!({"beta": 0.1}),
+            base_model_id: sft.id,
+            snapshot_id: None,
+            device: "cpu".into(),
+            total_steps: 10,
+            created_by: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(j.status, JobStatus::Queued);
+    s.start_job(j.id).await.unwrap();
+    assert!(s.start_job(j.id).await.is_err(), "a running job cannot start twice");
+    for step in 1..=3 {
+        s.record_step(j.id, step, &serde_json::json!({"loss": 0.69 / step as f64})).await.unwrap();
+    }
+    assert_eq!(s.job(j.id).await.unwrap().step, 3);
+    let m = s.job_metrics(j.id, 1).await.unwrap();
+    assert_eq!(m.iter().map(|r| r.step).collect::<Vec<_>>(), [2, 3]);
+    let out = model(s, "base-dpo", "dpo", Some(sft.id)).await;
+    s.finish_job(j.id, JobStatus::Succeeded, None, Some(out.id)).await.unwrap();
+    let done = s.job(j.id).await.unwrap();
+    assert_eq!((done.status, done.result_model_id), (JobStatus::Succeeded, Some(out.id)));
+    assert!(s.finish_job(j.id, JobStatus::Failed, Some("x"), None).await.is_err());
+    assert!(s.finish_job(j.id, JobStatus::Running, None, None).await.is_err());
+    assert_eq!(s.list_jobs().await.unwrap().len(), 1);
+}
+both!(jobs_lifecycle);
+
+async fn eval_runs_and_leaderboard(s: &Store) {
+    let sft = model(s, "sft", "sft", None).await;
+    let r = s.create_eval_run(sft.id, "vqa-rad", "medpo-eval/1").await.unwrap();
+    let items = vec![
+        EvalItem { item_id: "1".into(), answer_type: "closed".into(), category: "presence".into(), question: "q".into(), gold: "yes".into(), prediction: "yes".into(), score: 1.0 },
+        EvalItem { item_id: "2".into(), answer_type: "open".into(), category: "organ".into(), question: "q".into(), gold: "liver".into(), prediction: "kidney".into(), score: 0.0 },
+    ];
+    s.add_eval_items(r.id, &items).await.unwrap();
+    s.add_eval_items(r.id, &items[..1]).await.unwrap();
+    s.finish_eval_run(r.id, JobStatus::Succeeded, &serde_json::json!({"closed_accuracy": 1.0}), None).await.unwrap();
+    let board = s.leaderboard().await.unwrap();
+    assert_eq!(board.len(), 1);
+    assert_eq!(board[0].n_items, 2);
+    assert_eq!(board[0].model_name, "sft");
+    assert_eq!(board[0].metrics["closed_accuracy"], 1.0);
+    assert_eq!(s.eval_items(r.id).await.unwrap(), items);
+}
+both!(eval_runs_and_leaderboard);
+
+#[tokio::test]
+async fn bad_urls_are_named() {
+    let e = Store::open("mysql://x", &ConnectSettings::default()).await.unwrap_err();
+    assert!(e.to_string().contains("mysql"), "{e}");
+    let e = Store::open("not a url", &ConnectSettings::default()).await.unwrap_err();
+    assert!(e.to_string().contains("not a url"), "{e}");
+    let settings = ConnectSettings { acquire_timeout: std::time::Duration::from_secs(2), ..Default::default() };
+    // Nothing listens on port 1.
+    let e = Store::open("postgres://u:secret@127.0.0.1:1/db", &settings).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("127.0.0.1:1") && !msg.contains("secret"), "{msg}");
+}

@@ -1,0 +1,501 @@
+//! Plain data types of MedPO Arena, shared by `medpo-store` (which fills them from SQL rows),
+//! the server and the wasm app (which renders them). No database or tensor code here, so the
+//! wasm build stays small.
+
+use serde::{Deserialize, Serialize};
+
+/// A user's role. Admins manage users; clinicians vote; researchers train and export;
+/// viewers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Clinician,
+    Researcher,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Clinician, Role::Researcher, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Clinician => "clinician",
+            Role::Researcher => "researcher",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`; expected one of admin, clinician, researcher, viewer"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A registered checkpoint: an SFT base or one of its preference-tuned variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub id: i64,
+    pub name: String,
+    /// The family the checkpoint belongs to, e.g. `llava-med-v1.5-mistral-7b`.
+    pub base: String,
+    /// `sft` for a base model, otherwise the objective that made it (`dpo`, `mdpo`, ...).
+    pub variant: String,
+    /// On-disk layout: `llava_mistral`, `llava_qwen2` or `llava_hf`.
+    pub layout: String,
+    pub parent_id: Option<i64>,
+    pub path: String,
+    pub files: Vec<String>,
+    pub card: String,
+    pub params: Option<i64>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// What is needed to register a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewModel {
+    pub name: String,
+    pub base: String,
+    pub variant: String,
+    pub layout: String,
+    pub parent_id: Option<i64>,
+    pub path: String,
+    pub files: Vec<String>,
+    pub card: String,
+    pub params: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Png,
+    Jpeg,
+    Dicom,
+}
+
+impl SourceFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Png => "png",
+            SourceFormat::Jpeg => "jpeg",
+            SourceFormat::Dicom => "dicom",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "png" => Some(Self::Png),
+            "jpeg" => Some(Self::Jpeg),
+            "dicom" => Some(Self::Dicom),
+            _ => None,
+        }
+    }
+}
+
+/// An uploaded scan, stored content-addressed by the sha256 of its rendered pixels' file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scan {
+    pub id: i64,
+    pub sha256: String,
+    pub path: String,
+    pub size_bytes: i64,
+    pub width: i64,
+    pub height: i64,
+    pub source_format: SourceFormat,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub view: Option<String>,
+    pub uploaded_by: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewScan {
+    pub sha256: String,
+    pub path: String,
+    pub size_bytes: i64,
+    pub width: i64,
+    pub height: i64,
+    pub source_format: SourceFormat,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub view: Option<String>,
+    pub uploaded_by: Option<i64>,
+}
+
+/// Generation settings recorded with every answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSettings {
+    pub max_new_tokens: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self { max_new_tokens: 128, temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: i64,
+    pub comparison_id: i64,
+    pub position: i64,
+    pub model_id: i64,
+    pub text: String,
+    pub settings: GenerationSettings,
+    pub latency_ms: Option<i64>,
+    /// `None` when the model answered; the error message when it failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAnswer {
+    pub model_id: i64,
+    pub text: String,
+    pub settings: GenerationSettings,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub id: i64,
+    pub scan_id: i64,
+    pub question: String,
+    pub blind: bool,
+    pub created_by: Option<i64>,
+    pub created_at: i64,
+    pub answers: Vec<Answer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Winner {
+    A,
+    B,
+    Tie,
+    BothBad,
+}
+
+impl Winner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Winner::A => "a",
+            Winner::B => "b",
+            Winner::Tie => "tie",
+            Winner::BothBad => "both_bad",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "a" => Some(Winner::A),
+            "b" => Some(Winner::B),
+            "tie" => Some(Winner::Tie),
+            "both_bad" => Some(Winner::BothBad),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "minor" => Some(Self::Minor),
+            "major" => Some(Self::Major),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// The clinical error taxonomy raters tag answers with.
+pub const ERROR_TAGS: [(&str, &str); 7] = [
+    ("visual_misinterpretation", "Visual misinterpretation"),
+    ("hallucinated_finding", "Hallucinated finding"),
+    ("missed_finding", "Missed finding"),
+    ("laterality_location", "Laterality or location error"),
+    ("wrong_modality_anatomy", "Wrong modality or anatomy"),
+    ("knowledge_error", "Knowledge error"),
+    ("unsafe_overconfident", "Unsafe or overconfident advice"),
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorTag {
+    /// Which answer the tag is about, if any.
+    pub answer_id: Option<i64>,
+    pub tag: String,
+    pub severity: Severity,
+}
+
+/// A box on the image, in pixel coordinates of the stored scan.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Region {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewVote {
+    pub comparison_id: i64,
+    pub rater_id: i64,
+    pub answer_a_id: i64,
+    pub answer_b_id: i64,
+    pub winner: Winner,
+    pub rationale: String,
+    pub corrected_answer: Option<String>,
+    pub region: Option<Region>,
+    pub blind: bool,
+    pub tags: Vec<ErrorTag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub id: i64,
+    pub comparison_id: i64,
+    pub rater_id: i64,
+    pub answer_a_id: i64,
+    pub answer_b_id: i64,
+    pub winner: Winner,
+    pub rationale: String,
+    pub corrected_answer: Option<String>,
+    pub region: Option<Region>,
+    pub blind: bool,
+    pub created_at: i64,
+    pub tags: Vec<ErrorTag>,
+}
+
+/// One vote with both model names, for ratings and history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteOutcome {
+    pub vote_id: i64,
+    pub comparison_id: i64,
+    pub rater_id: i64,
+    pub model_a: String,
+    pub model_b: String,
+    pub winner: Winner,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    pub id: i64,
+    pub vote_id: Option<i64>,
+    pub scan_id: Option<i64>,
+    pub question: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub chosen_model_id: Option<i64>,
+    pub rejected_model_id: Option<i64>,
+    pub region: Option<Region>,
+    pub tags: Vec<String>,
+    pub source: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub snapshots: Vec<DatasetSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSnapshot {
+    pub id: i64,
+    pub dataset_id: i64,
+    pub version: i64,
+    pub pair_count: i64,
+    pub sha256: String,
+    pub note: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(Self::Queued),
+            "running" => Some(Self::Running),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingJob {
+    pub id: i64,
+    pub name: String,
+    pub objective: String,
+    pub config: serde_json::Value,
+    pub base_model_id: i64,
+    pub snapshot_id: Option<i64>,
+    pub device: String,
+    pub status: JobStatus,
+    pub step: i64,
+    pub total_steps: i64,
+    pub result_model_id: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTrainingJob {
+    pub name: String,
+    pub objective: String,
+    pub config: serde_json::Value,
+    pub base_model_id: i64,
+    pub snapshot_id: Option<i64>,
+    pub device: String,
+    pub total_steps: i64,
+    pub created_by: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub step: i64,
+    pub metrics: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRun {
+    pub id: i64,
+    pub model_id: i64,
+    pub model_name: String,
+    pub benchmark: String,
+    pub protocol_version: String,
+    pub status: JobStatus,
+    pub n_items: i64,
+    pub metrics: serde_json::Value,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalItem {
+    pub item_id: String,
+    pub answer_type: String,
+    pub category: String,
+    pub question: String,
+    pub gold: String,
+    pub prediction: String,
+    pub score: f64,
+}
+
+/// Counts shown on the home page and used for empty states.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    pub models: i64,
+    pub scans: i64,
+    pub comparisons: i64,
+    pub votes: i64,
+    pub pairs: i64,
+    pub datasets: i64,
+    pub jobs: i64,
+    pub eval_runs: i64,
+}
+
+/// Formats UTC milliseconds as `YYYY-MM-DD HH:MM` (UTC), without a date library.
+pub fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, (rem % 3600) / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_time_known_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        // 2026-11-28 04:39:41 UTC
+        assert_eq!(format_time(1_795_840_781_000), "2026-11-28 04:39");
+        // Leap day.
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn role_round_trip_and_error() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+        }
+        let e = "doctor".parse::<Role>().unwrap_err();
+        assert!(e.contains("doctor") && e.contains("clinician"));
+    }
+}
