@@ -2,7 +2,7 @@
 //! votes turn into.
 
 use medpo_types::{
-    Answer, Comparison, ErrorTag, GenerationSettings, NewAnswer, NewVote, Overview, PreferencePair, Region,
+    Answer, Comparison, ComparisonSummary, ErrorTag, GenerationSettings, NewAnswer, NewVote, Overview, PreferencePair, Region,
     Severity, Vote, VoteOutcome, Winner,
 };
 use sqlx::any::AnyRow;
@@ -318,6 +318,39 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The newest comparisons with their models' names and vote counts.
+    pub async fn recent_comparisons(&self, limit: i64) -> Result<Vec<ComparisonSummary>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.scan_id, c.question, c.blind, c.created_at, \
+             (SELECT COUNT(*) FROM votes v WHERE v.comparison_id = c.id) AS votes \
+             FROM comparisons c ORDER BY c.id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let models: Vec<String> = sqlx::query_scalar(
+                "SELECT m.name FROM answers a JOIN models m ON m.id = a.model_id WHERE a.comparison_id = $1 ORDER BY a.position",
+            )
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
+            let blind: i64 = r.try_get("blind")?;
+            out.push(ComparisonSummary {
+                id,
+                scan_id: r.try_get("scan_id")?,
+                question: r.try_get("question")?,
+                blind: blind != 0,
+                created_at: r.try_get("created_at")?,
+                models,
+                votes: r.try_get("votes")?,
+            });
+        }
+        Ok(out)
     }
 
     /// Preference pairs, newest first.

@@ -275,6 +275,9 @@ async fn votes_make_pairs_atomically(s: &Store) {
     assert!(s.create_comparison(9999, "q", false, None, &[answer(sft.id, "x")]).await.is_err());
     assert!(s.create_comparison(sc.id, "q", false, None, &[answer(9999, "x")]).await.is_err());
     assert_eq!(s.overview().await.unwrap().comparisons, 2);
+    let recent = s.recent_comparisons(10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!((recent[1].models.clone(), recent[1].votes), (vec!["sft".to_string(), "dpo".to_string()], 3));
 }
 both!(votes_make_pairs_atomically);
 

@@ -445,6 +445,19 @@ pub struct EvalItem {
     pub score: f64,
 }
 
+/// A comparison as listed on the Compare page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonSummary {
+    pub id: i64,
+    pub scan_id: i64,
+    pub question: String,
+    pub blind: bool,
+    pub created_at: i64,
+    /// Model names in answer order.
+    pub models: Vec<String>,
+    pub votes: i64,
+}
+
 /// Counts shown on the home page and used for empty states.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overview {

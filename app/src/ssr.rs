@@ -1,0 +1,143 @@
+//! Server-side context shared with server functions (never compiled to wasm).
+
+use std::path::PathBuf;
+
+use axum::http;
+use leptos::prelude::*;
+
+/// What the server provides to every render and server function.
+#[derive(Clone, Debug)]
+pub struct ServerContext {
+    pub store: medpo_store::Store,
+    /// Where scans, datasets and checkpoints are written.
+    pub data_dir: PathBuf,
+    /// Where model checkpoints are looked up.
+    pub models_dir: PathBuf,
+}
+
+/// The server context, or an error if called outside a request.
+pub fn ctx() -> Result<ServerContext, ServerFnError> {
+    use_context::<ServerContext>().ok_or_else(|| ServerFnError::new("server context missing"))
+}
+
+/// Turns a storage error into a message for the page. Input problems (not found, conflict,
+/// invalid) are shown as they are; database failures are logged and shown generically.
+pub fn store_err(e: medpo_store::Error) -> ServerFnError {
+    use medpo_store::Error as E;
+    let status = match &e {
+        E::NotFound { .. } => Some(http::StatusCode::NOT_FOUND),
+        E::Invalid { .. } => Some(http::StatusCode::UNPROCESSABLE_ENTITY),
+        _ if e.is_conflict() => Some(http::StatusCode::CONFLICT),
+        _ => None,
+    };
+    match status {
+        Some(code) => {
+            set_status(code);
+            ServerFnError::new(e.to_string())
+        }
+        None => {
+            tracing::error!(error = %e, "storage error in a server function");
+            ServerFnError::new("the database could not complete the request; see the server log")
+        }
+    }
+}
+
+/// Sets the HTTP status of the current server-function response (a 4xx for bad input).
+pub fn set_status(code: http::StatusCode) {
+    if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+        resp.set_status(code);
+    }
+}
+
+/// A bad-input error: the message goes to the page, with the given 4xx status.
+pub fn bad_input(code: http::StatusCode, msg: impl Into<String>) -> ServerFnError {
+    set_status(code);
+    ServerFnError::new(msg.into())
+}
+
+/// A checkpoint folder's path: absolute as given, otherwise inside the models directory.
+pub fn resolve_model_dir(models_dir: &std::path::Path, path: &str) -> PathBuf {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        models_dir.join(p)
+    }
+}
+
+/// What registration needs to know about a checkpoint folder.
+#[derive(Debug, Clone)]
+pub struct CheckpointProbe {
+    pub layout: String,
+    pub base: String,
+    pub files: Vec<String>,
+    pub params: Option<i64>,
+}
+
+/// Reads a checkpoint folder's `config.json` and safetensors headers (not the weights).
+/// Errors name the folder or file and what is wrong.
+pub fn probe_checkpoint(dir: &std::path::Path) -> Result<CheckpointProbe, String> {
+    if !dir.is_dir() {
+        return Err(format!("checkpoint folder `{}` does not exist", dir.display()));
+    }
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("cannot read `{}`: {e}", cfg_path.display()))?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("`{}` is not valid JSON: {e}", cfg_path.display()))?;
+    let model_type = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    let (layout, base) = match model_type {
+        "llava_mistral" => ("llava_mistral", "LLaVA-Med v1.5 (Mistral)"),
+        "llava_qwen2" => ("llava_qwen2", "HuatuoGPT-Vision (Qwen2)"),
+        "llava" => ("llava_hf", "llava-hf"),
+        "" => return Err(format!("`{}` has no `model_type`", cfg_path.display())),
+        other => {
+            return Err(format!(
+                "`{}`: model_type `{other}` is not supported (expected llava_mistral, llava_qwen2 or llava)",
+                cfg_path.display()
+            ))
+        }
+    };
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list `{}`: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let shards: Vec<&String> = files.iter().filter(|f| f.ends_with(".safetensors")).collect();
+    if shards.is_empty() {
+        return Err(format!("`{}` holds no .safetensors weights", dir.display()));
+    }
+    let mut params = 0i64;
+    for f in &shards {
+        params += safetensors_param_count(&dir.join(f))?;
+    }
+    Ok(CheckpointProbe { layout: layout.into(), base: base.into(), files, params: Some(params) })
+}
+
+/// Sums the element counts in a safetensors file's header (reads only the header).
+fn safetensors_param_count(path: &std::path::Path) -> Result<i64, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| format!("`{}` is too short to be safetensors", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(format!("`{}` has an implausible header length {n}", path.display()));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|_| format!("`{}`: header is truncated", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format!("`{}`: header is not JSON: {e}", path.display()))?;
+    let mut total = 0i64;
+    if let Some(map) = v.as_object() {
+        for (k, t) in map {
+            if k == "__metadata__" {
+                continue;
+            }
+            let shape = t.get("shape").and_then(|s| s.as_array()).ok_or_else(|| format!("`{}`: tensor `{k}` has no shape", path.display()))?;
+            total += shape.iter().map(|d| d.as_i64().unwrap_or(0)).product::<i64>();
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,50 @@
+// Playwright drives Debian's Chromium (never a downloaded browser) against the `medpo`
+// server that scripts/test.sh built. The server gets a fresh data folder and the fixture
+// models from ../../shared/fixtures/v1.
+import { defineConfig } from '@playwright/test';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const port = Number(process.env.MEDPO_E2E_PORT ?? 3210);
+const binary = process.env.MEDPO_E2E_BINARY ?? path.resolve(__dirname, '../target/release/medpo');
+const shared = process.env.MEDPO_SHARED ?? path.resolve(__dirname, '../../shared');
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'medpo-e2e-'));
+process.env.MEDPO_E2E_DATA_DIR = dataDir;
+
+export default defineConfig({
+  testDir: './tests',
+  outputDir: './test-results',
+  timeout: 60_000,
+  expect: { timeout: 15_000 },
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  reporter: [['list'], ['html', { open: 'never', outputFolder: 'playwright-report' }]],
+  use: {
+    baseURL: `http://127.0.0.1:${port}`,
+    trace: 'retain-on-failure',
+    screenshot: 'only-on-failure',
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    },
+  },
+  webServer: {
+    command: `${binary} serve --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
+    url: `http://127.0.0.1:${port}/readyz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { MEDPO_LOG: 'info,tower_http=warn' },
+  },
+});

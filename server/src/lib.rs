@@ -1,0 +1,223 @@
+//! The MedPO Arena server: configuration, the axum router around the Leptos app, and the
+//! `medpo` command line. `main.rs` only parses arguments and calls [`run`].
+//!
+//! Routes (besides the app's pages and server functions under `/api/`):
+//! - `GET /healthz` — the process is up (always 200 while serving).
+//! - `GET /readyz` — the database answers (200, or 503 with the reason).
+//! - `GET /pkg/*` — the hashed wasm, JS and CSS, cached for a year (`immutable`).
+//! - anything else — a file from the site root, or the app's 404 page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRef, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod config;
+pub mod discover;
+pub mod users;
+
+pub use config::{Config, ConfigError, Settings};
+
+/// Shared state of every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub ctx: app::ssr::ServerContext,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(s: &AppState) -> Self {
+        s.leptos_options.clone()
+    }
+}
+
+/// Where `scripts/build.sh` writes the front end's content hashes: `hash.txt` next to the
+/// binary (Leptos' convention for `hash_files`).
+pub fn hash_file() -> Option<std::path::PathBuf> {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("hash.txt")))
+}
+
+/// The Leptos options for a config: output name `medpo`, content-hashed file names when the
+/// build wrote them (Leptos panics on a missing hash file, so never claim one that is absent).
+pub fn leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("medpo")
+        .site_root(config.site_root.display().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(config.bind)
+        .hash_files(hash_file().is_some_and(|h| h.is_file()))
+        .build()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let ctx = state.ctx.clone();
+    let ctx_fallback = state.ctx.clone();
+    let pkg_dir = std::path::Path::new(&*state.leptos_options.site_root).join(&*state.leptos_options.site_pkg_dir);
+    let pkg = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        ))
+        .service(ServeDir::new(pkg_dir));
+    let limit = state.config.max_upload_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest_service("/pkg", pkg)
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(ctx.clone()),
+            {
+                let options = state.leptos_options.clone();
+                move || app::shell(options.clone())
+            },
+        )
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            move || provide_context(ctx_fallback.clone()),
+            app::shell,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CompressionLayer::new())
+                .layer(axum::extract::DefaultBodyLimit::max(limit))
+                .layer(RequestBodyLimitLayer::new(limit))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                )),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ok\n")
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match tokio::time::timeout(Duration::from_secs(3), state.ctx.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ready\n".to_string()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], format!("database unavailable: {e}\n"))
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CACHE_CONTROL, "no-store")],
+            "database unavailable: no answer within 3 s\n".to_string(),
+        ),
+    }
+}
+
+/// Checks that the web front end was built (by `scripts/build.sh`) for this binary.
+pub fn check_site(config: &Config) -> Result<(), ConfigError> {
+    let pkg = config.site_root.join("pkg");
+    let built = pkg.is_dir() && hash_file().is_some_and(|h| h.is_file());
+    if !built {
+        return Err(ConfigError {
+            setting: "--site-root".into(),
+            value: config.site_root.display().to_string(),
+            cause: "the web front end is not built for this binary; run `scripts/build.sh --release` (or `scripts/run.sh`)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens the database named by the config, creating and migrating it as needed.
+pub async fn open_store(config: &Config) -> Result<medpo_store::Store, ConfigError> {
+    let settings = medpo_store::ConnectSettings { max_connections: 16, acquire_timeout: Duration::from_secs(10) };
+    medpo_store::Store::open(&config.database_url, &settings).await.map_err(|e| {
+        let cause = match &e {
+            medpo_store::Error::Connect { source, .. } => format!("cannot connect: {}", one_line(&source.to_string())),
+            medpo_store::Error::BadUrl { reason, .. } => reason.clone(),
+            other => one_line(&other.to_string()),
+        };
+        ConfigError { setting: "--database-url".into(), value: config.database_url_redacted(), cause }
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs the web server until SIGINT or SIGTERM, then drains requests and closes the pool.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.prepare_data_dir()?;
+    let listener = tokio::net::TcpListener::bind(config.bind).await.map_err(|e| ConfigError {
+        setting: "--bind".into(),
+        value: config.bind.to_string(),
+        cause: match e.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use (another server running?)".into(),
+            std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".into(),
+            _ => e.to_string(),
+        },
+    })?;
+    check_site(&config)?;
+    let store = open_store(&config).await?;
+    let orphans = store.fail_orphaned_jobs().await?;
+    if orphans > 0 {
+        tracing::warn!(jobs = orphans, "marked training jobs left running by a previous server as failed");
+    }
+    discover::register_models_dir(&store, &config.models_dir).await;
+    let state = AppState {
+        leptos_options: leptos_options(&config),
+        ctx: app::ssr::ServerContext {
+            store: store.clone(),
+            data_dir: config.data_dir.clone(),
+            models_dir: config.models_dir.clone(),
+        },
+        config: Arc::new(config.clone()),
+    };
+    tracing::info!(
+        address = %format!("http://{}", config.bind),
+        database = %config.database_url_redacted(),
+        data_dir = %config.data_dir.display(),
+        models_dir = %config.models_dir.display(),
+        "MedPO Arena is serving"
+    );
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down: closing the database");
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,100 @@
+//! `medpo`: the MedPO Arena server and command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use medpo_server::{config::Settings, users::UserCommand};
+
+/// MedPO Arena: compare medical vision-language models side by side, collect clinicians'
+/// votes, turn them into preference datasets, train DPO-family variants and rank them.
+///
+/// Without a command, `medpo` runs the web server (same as `medpo serve`). Settings come
+/// from flags, then environment variables (MEDPO_*), then ./medpo.toml, then defaults.
+#[derive(Debug, Parser)]
+#[command(name = "medpo", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web server (the default)
+    Serve,
+    /// Create or upgrade the database schema, then exit
+    Migrate,
+    /// Print the resolved configuration, then exit
+    Config,
+    /// Manage user accounts (`medpo user add NAME --admin` makes the first admin)
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(flatten)]
+    Engine(medpo_cli::EngineCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.settings.resolve() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.log.as_str().into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Engine(cmd) = command {
+        return match medpo_cli::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result: anyhow::Result<()> = rt.block_on(async move {
+        match command {
+            Command::Serve => medpo_server::serve(config).await,
+            Command::Migrate => {
+                config.prepare_data_dir()?;
+                let store = medpo_server::open_store(&config).await?;
+                println!("database `{}` is at the latest schema", config.database_url_redacted());
+                store.close().await;
+                Ok(())
+            }
+            Command::Config => {
+                println!("config file   {}", config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()));
+                println!("bind          {}", config.bind);
+                println!("database-url  {}", config.database_url_redacted());
+                println!("data-dir      {}", config.data_dir.display());
+                println!("models-dir    {}", config.models_dir.display());
+                println!("site-root     {}", config.site_root.display());
+                println!("max-upload    {} MB", config.max_upload_bytes >> 20);
+                println!("log           {}", config.log);
+                Ok(())
+            }
+            Command::User(cmd) => {
+                config.prepare_data_dir()?;
+                let store = medpo_server::open_store(&config).await?;
+                let r = medpo_server::users::run(&store, cmd).await;
+                store.close().await;
+                r
+            }
+            Command::Engine(_) => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+/// Prints one `error: …` line and exits with status 2.
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,103 @@
+//! The HTTP application without a socket: health, readiness, server-rendered pages, the
+//! 404 page, the request size limit and a server-function round trip.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use medpo_server::{router, AppState, Settings};
+use tower::ServiceExt;
+
+async fn app(max_upload_mb: u64) -> (axum::Router, medpo_store::Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_file = dir.path().join("medpo.toml");
+    std::fs::write(&cfg_file, "").unwrap();
+    let config = Settings {
+        config: Some(cfg_file),
+        data_dir: Some(dir.path().join("data")),
+        models_dir: Some(dir.path().join("models")),
+        max_upload_mb: Some(max_upload_mb),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    config.prepare_data_dir().unwrap();
+    let store = medpo_server::open_store(&config).await.unwrap();
+    let state = AppState {
+        leptos_options: medpo_server::leptos_options(&config),
+        ctx: app::ssr::ServerContext {
+            store: store.clone(),
+            data_dir: config.data_dir.clone(),
+            models_dir: config.models_dir.clone(),
+        },
+        config: Arc::new(config),
+    };
+    (router(state), store, dir)
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+    let res = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 10 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let (app, store, _d) = app(50).await;
+    assert_eq!(get(&app, "/healthz").await, (StatusCode::OK, "ok\n".into()));
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+    store.close().await;
+    let (status, body) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("database unavailable"), "{body}");
+}
+
+#[tokio::test]
+async fn every_page_renders_on_the_server_with_database_data() {
+    let (app, store, _d) = app(50).await;
+    store.create_dataset("chest-xray-votes", "from the arena", None).await.unwrap();
+    for (path, h1) in [
+        ("/", "Compare, rate and preference-tune medical VLMs"),
+        ("/compare", "Compare"),
+        ("/arena", "Arena"),
+        ("/datasets", "Datasets"),
+        ("/training", "Training"),
+        ("/leaderboard", "Leaderboard"),
+        ("/models", "Models"),
+    ] {
+        let (status, html) = get(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(html.contains(&format!("<h1>{h1}</h1>")), "{path}: no h1 {h1}");
+        assert!(html.contains("aria-label=\"Main\""), "{path}: no navigation bar");
+    }
+    let (_, html) = get(&app, "/datasets").await;
+    assert!(html.contains("chest-xray-votes"), "the datasets page does not show the stored dataset");
+    let (_, html) = get(&app, "/training").await;
+    assert!(html.contains("No training job yet"));
+}
+
+#[tokio::test]
+async fn unknown_urls_get_the_404_page() {
+    let (app, _s, _d) = app(50).await;
+    let (status, html) = get(&app, "/definitely/not/here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("404 — page not found"));
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_413() {
+    let (app, _s, _d) = app(1).await;
+    let body = vec![b'a'; 2 << 20];
+    let res = app
+        .oneshot(
+            Request::post("/api/anything")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", body.len())
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
