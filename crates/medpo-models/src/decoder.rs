@@ -1,0 +1,410 @@
+//! The decoder shared by Mistral, Llama and Qwen2 (Qwen2 adds q/k/v biases; see `mistral.rs`
+//! and `qwen2.rs`), with two forward paths:
+//!
+//! - [`Decoder::forward_train`]: differentiable ops only (`ops::softmax`, `rms_norm_slow`, a
+//!   hand-written rotary embedding, explicit causal/padding masks), logits at every position;
+//! - [`Decoder::forward_cached`]: the fast inference path with a KV cache (`softmax_last_dim`,
+//!   fused `rms_norm` and `rope`, which have no backward).
+//!
+//! A test checks that both give the same logits. Both take input embeddings, which is where
+//! LLaVA splices in the image features.
+
+use candle_core::{DType, Device, Tensor, D};
+use crate::loader::Linear;
+
+use crate::config::TextConfig;
+use crate::error::{Error, Result};
+use crate::loader::Params;
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: Tensor,
+    self_attn: Attention,
+    post_attention_layernorm: Tensor,
+    mlp: Mlp,
+}
+
+/// A decoder-only LM: `embed_tokens`, layers, `norm`, `lm_head`.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Linear,
+    cfg: TextConfig,
+    inv_freq: Vec<f32>,
+}
+
+/// The key/value cache of [`Decoder::forward_cached`], for a batch.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+    /// Per row: which cached positions are real tokens (left padding is not).
+    valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    /// An empty cache for `layers` layers.
+    pub fn new(layers: usize) -> Self {
+        KvCache { kv: vec![None; layers], valid: Vec::new() }
+    }
+
+    /// Cached sequence length.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Host-side per-row position ids: `cumsum(valid) - 1`, as transformers derives them from the
+/// attention mask (pads get position 0 and are masked anyway).
+fn positions(valid: &[Vec<bool>], start_counts: &[usize]) -> Vec<Vec<usize>> {
+    valid
+        .iter()
+        .zip(start_counts)
+        .map(|(row, &c0)| {
+            let mut c = c0;
+            row.iter()
+                .map(|&v| {
+                    if v {
+                        c += 1;
+                        c - 1
+                    } else {
+                        c.saturating_sub(1)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, n_kv, t, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
+}
+
+/// Differentiable RMSNorm: computed in f32 as transformers does, back to the input dtype.
+fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let xf = if dt == DType::F64 { x.clone() } else { x.to_dtype(DType::F32)? };
+    let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = xf.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dt)?;
+    Ok(normed.broadcast_mul(w)?)
+}
+
+fn rms_norm_fast(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+}
+
+fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
+}
+
+/// Mask value for disallowed attention scores: finite, so fully masked (padding) rows stay finite.
+fn mask_value(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        _ => -1e30,
+    }
+}
+
+impl Decoder {
+    /// Loads the decoder. `body` is the prefix of `embed_tokens`/`layers`/`norm` (ending in a
+    /// dot), `lm_head` the full name of the head (the embedding is used when tied).
+    pub fn load(p: &Params, body: &str, lm_head: &str, cfg: &TextConfig) -> Result<Self> {
+        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let q_dim = cfg.num_attention_heads * cfg.head_dim;
+        let kv_dim = cfg.num_key_value_heads * cfg.head_dim;
+        let bias = cfg.attention_bias;
+        let embed_tokens = p.get(&format!("{body}embed_tokens.weight"), &[v, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let pre = format!("{body}layers.{l}");
+            let a = format!("{pre}.self_attn");
+            let m = format!("{pre}.mlp");
+            layers.push(DecoderLayer {
+                input_layernorm: p.get(&format!("{pre}.input_layernorm.weight"), &[h])?,
+                self_attn: Attention {
+                    q_proj: p.linear(&format!("{a}.q_proj"), h, q_dim, bias)?,
+                    k_proj: p.linear(&format!("{a}.k_proj"), h, kv_dim, bias)?,
+                    v_proj: p.linear(&format!("{a}.v_proj"), h, kv_dim, bias)?,
+                    o_proj: p.linear(&format!("{a}.o_proj"), q_dim, h, false)?,
+                },
+                post_attention_layernorm: p.get(&format!("{pre}.post_attention_layernorm.weight"), &[h])?,
+                mlp: Mlp {
+                    gate_proj: p.linear(&format!("{m}.gate_proj"), h, i, false)?,
+                    up_proj: p.linear(&format!("{m}.up_proj"), h, i, false)?,
+                    down_proj: p.linear(&format!("{m}.down_proj"), i, h, false)?,
+                },
+            });
+        }
+        let norm = p.get(&format!("{body}norm.weight"), &[h])?;
+        let lm_head = if cfg.tie_word_embeddings && !p.contains(lm_head) {
+            // Tied: share the embedding (a transposed copy would double its memory).
+            Linear::new(embed_tokens.clone(), None, false)?
+        } else {
+            Linear::new(p.get(lm_head, &[v, h])?, None, !p.trainable())?
+        };
+        let d = cfg.head_dim;
+        // transformers computes inv_freq and the angles in float32.
+        let inv_freq = (0..d / 2).map(|k| 1.0f32 / (cfg.rope_theta as f32).powf((2 * k) as f32 / d as f32)).collect();
+        Ok(Decoder { embed_tokens, layers, norm, lm_head, cfg: cfg.clone(), inv_freq })
+    }
+
+    /// The resolved text config.
+    pub fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// Token embeddings: ids (any shape, u32) → (…, hidden).
+    pub fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let shape = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let e = self.embed_tokens.index_select(&flat, 0)?;
+        let mut out_shape = shape;
+        out_shape.push(self.cfg.hidden_size);
+        Ok(e.reshape(out_shape)?)
+    }
+
+    /// cos and sin, each (B, T, head_dim / 2), for the given positions.
+    fn rope_tables(&self, pos: &[Vec<usize>]) -> Result<(Tensor, Tensor)> {
+        let b = pos.len();
+        let t = pos.first().map_or(0, Vec::len);
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        for row in pos {
+            for &p in row {
+                for &f in &self.inv_freq {
+                    let a = (p as f32) * f;
+                    cos.push((a as f64).cos() as f32);
+                    sin.push((a as f64).sin() as f32);
+                }
+            }
+        }
+        let dev = self.device();
+        let dt = self.dtype();
+        Ok((
+            Tensor::from_vec(cos, (b, t, half), dev)?.to_dtype(dt)?,
+            Tensor::from_vec(sin, (b, t, half), dev)?.to_dtype(dt)?,
+        ))
+    }
+
+    /// A (B, 1, Tq, Tk) u8 mask: query i (absolute position `offset + i`) may see key j when
+    /// j <= offset + i and key j is a real token.
+    fn mask(&self, key_valid: &[Vec<bool>], offset: usize, tq: usize) -> Result<Tensor> {
+        let b = key_valid.len();
+        let tk = offset + tq;
+        let mut m = Vec::with_capacity(b * tq * tk);
+        for row in key_valid {
+            for i in 0..tq {
+                for (j, &v) in row.iter().enumerate().take(tk) {
+                    m.push(u8::from(v && j <= offset + i));
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, 1, tq, tk), self.device())?)
+    }
+
+    fn check_embeds(&self, embeds: &Tensor) -> Result<(usize, usize)> {
+        let (b, t, h) = embeds.dims3()?;
+        if h != self.cfg.hidden_size {
+            return Err(Error::InvalidInput(format!("embeddings have width {h}, the model {}", self.cfg.hidden_size)));
+        }
+        Ok((b, t))
+    }
+
+    fn valid_rows(mask: Option<&Tensor>, b: usize, t: usize) -> Result<Vec<Vec<bool>>> {
+        match mask {
+            None => Ok(vec![vec![true; t]; b]),
+            Some(m) => {
+                let m = m.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                if m.len() != b || m.iter().any(|r| r.len() != t) {
+                    return Err(Error::InvalidInput(format!("attention mask must be ({b}, {t})")));
+                }
+                Ok(m.into_iter().map(|r| r.into_iter().map(|x| x > 0.5).collect()).collect())
+            }
+        }
+    }
+
+    /// Differentiable forward: embeddings (B, T, H) and an optional (B, T) mask of real tokens
+    /// (1) and padding (0), left or right. Returns logits (B, T, vocab) at every position.
+    pub fn forward_train(&self, embeds: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let hidden = self.hidden_train(embeds, attention_mask)?;
+        self.lm_head.forward(&hidden)
+    }
+
+    /// Like [`Decoder::forward_train`] but returns the final hidden states (after `norm`).
+    pub fn hidden_train(&self, embeds: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t) = self.check_embeds(embeds)?;
+        let valid = Self::valid_rows(attention_mask, b, t)?;
+        let pos = positions(&valid, &vec![0; b]);
+        let (cos, sin) = self.rope_tables(&pos)?;
+        // (B, 1, T, D): the halves repeated, as transformers' rotate_half convention needs.
+        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(1)?;
+        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?;
+        let mask = self.mask(&valid, 0, t)?;
+        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
+        let eps = self.cfg.rms_norm_eps;
+        let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?;
+        let mask = mask.broadcast_as((b, nh, t, t))?;
+        let mut x = embeds.to_dtype(self.dtype())?;
+        for layer in &self.layers {
+            let h = rms_norm_diff(&x, &layer.input_layernorm, eps)?;
+            let a = &layer.self_attn;
+            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
+            let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+            let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = (q.broadcast_mul(&cos)? + rotate_half(&q)?.broadcast_mul(&sin)?)?.contiguous()?;
+            let k = (k.broadcast_mul(&cos)? + rotate_half(&k)?.broadcast_mul(&sin)?)?.contiguous()?;
+            let k = repeat_kv(k, nh / nkv)?;
+            let v = repeat_kv(v, nh / nkv)?;
+            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+            let scores = mask.where_cond(&scores, &neg)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + a.o_proj.forward(&att)?)?;
+            let h = rms_norm_diff(&x, &layer.post_attention_layernorm, eps)?;
+            let m = &layer.mlp;
+            let g = m.gate_proj.forward(&h)?.silu()?;
+            x = (x + m.down_proj.forward(&(g * m.up_proj.forward(&h)?)?)?)?;
+        }
+        rms_norm_diff(&x, &self.norm, eps)
+    }
+
+    /// Fast inference forward with a KV cache. `embeds` (B, T, H) are appended after the cached
+    /// positions; `new_valid` marks which of them are real tokens (None: all). Returns logits
+    /// (B, T, vocab), or (B, 1, vocab) for the last position only when `last_only`.
+    pub fn forward_cached(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+        new_valid: Option<&[Vec<bool>]>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let x = self.hidden_cached(embeds, cache, new_valid)?;
+        let t = x.dim(1)?;
+        let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
+        self.logits(&x)
+    }
+
+    /// The output head: hidden states (after `norm`) to logits.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Fast path up to the final norm: hidden states (B, T, H) of the new positions.
+    ///
+    /// Grouped-query attention runs without copying K/V per query head: the `n_rep` query heads
+    /// of one KV head are stacked along the time axis, (B, n_kv, n_rep·T, D).
+    pub fn hidden_cached(&self, embeds: &Tensor, cache: &mut KvCache, new_valid: Option<&[Vec<bool>]>) -> Result<Tensor> {
+        let (b, t) = self.check_embeds(embeds)?;
+        if cache.kv.len() != self.layers.len() {
+            return Err(Error::InvalidInput("KV cache built for another model".into()));
+        }
+        if !cache.is_empty() && cache.valid.len() != b {
+            return Err(Error::InvalidInput(format!("KV cache holds {} rows, got {b}", cache.valid.len())));
+        }
+        let new_valid: Vec<Vec<bool>> = match new_valid {
+            Some(v) if v.len() == b && v.iter().all(|r| r.len() == t) => v.to_vec(),
+            Some(_) => return Err(Error::InvalidInput(format!("validity mask must be ({b}, {t})"))),
+            None => vec![vec![true; t]; b],
+        };
+        let offset = cache.len();
+        let counts: Vec<usize> = if cache.is_empty() {
+            vec![0; b]
+        } else {
+            cache.valid.iter().map(|r| r.iter().filter(|&&v| v).count()).collect()
+        };
+        let pos = positions(&new_valid, &counts);
+        if cache.is_empty() {
+            cache.valid = new_valid.clone();
+        } else {
+            for (row, add) in cache.valid.iter_mut().zip(&new_valid) {
+                row.extend_from_slice(add);
+            }
+        }
+        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
+        let rep = nh / nkv;
+        let tk = offset + t;
+        let any_pad = cache.valid.iter().any(|r| r.iter().any(|v| !v));
+        let mask = if t > 1 || any_pad {
+            // (B, 1, rep·T, Tk): row r·T + i is query i of the r-th head in the group.
+            let m = self.mask(&cache.valid, offset, t)?;
+            let m = if rep > 1 { Tensor::cat(&vec![&m; rep], 2)? } else { m };
+            Some(m.broadcast_as((b, nkv, rep * t, tk))?)
+        } else {
+            None
+        };
+        let neg = Tensor::new(mask_value(self.dtype()), self.device())?
+            .to_dtype(self.dtype())?
+            .broadcast_as((b, nkv, rep * t, tk))?;
+        let (cos, sin) = self.rope_tables(&pos)?;
+        let eps = self.cfg.rms_norm_eps;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = embeds.to_dtype(self.dtype())?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm_fast(&x, &layer.input_layernorm, eps)?;
+            let a = &layer.self_attn;
+            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+            let (k, v) = match &cache.kv[li] {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            };
+            cache.kv[li] = Some((k.clone(), v.clone()));
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let scores = match &mask {
+                Some(m) => m.where_cond(&scores, &neg)?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + a.o_proj.forward(&att)?)?;
+            let h = rms_norm_fast(&x, &layer.post_attention_layernorm, eps)?;
+            let m = &layer.mlp;
+            let g = m.gate_proj.forward(&h)?.silu()?;
+            x = (x + m.down_proj.forward(&(g * m.up_proj.forward(&h)?)?)?)?;
+        }
+        rms_norm_fast(&x, &self.norm, eps)
+    }
+}

@@ -1,0 +1,300 @@
+//! Memory-mapped safetensors checkpoints: sharded (with `model.safetensors.index.json`) or a
+//! single `model.safetensors`, plus the parameter source the model structs load from.
+//!
+//! Tensors are fetched by their checkpoint names, so the model struct tree is the key tree.
+//! Extra keys are ignored. A missing shard, a missing index entry, a wrong shape or an integer
+//! dtype is an error that names the file and the key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// The weight files of one folder.
+pub struct WeightFiles {
+    files: Vec<(PathBuf, MmapedSafetensors)>,
+    /// key -> index into `files`.
+    routing: HashMap<String, usize>,
+    /// The file named in "missing tensor" errors: the index, or the single file.
+    index_or_file: PathBuf,
+}
+
+impl std::fmt::Debug for WeightFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFiles").field("files", &self.files.iter().map(|f| &f.0).collect::<Vec<_>>()).finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawIndex {
+    weight_map: HashMap<String, String>,
+}
+
+fn open_file(path: &Path) -> Result<MmapedSafetensors> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingFile { what: "weight file", path: path.to_path_buf() }
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    if meta.len() < 8 {
+        return Err(Error::Safetensors { file: path.to_path_buf(), message: format!("file is {} bytes long", meta.len()) });
+    }
+    // SAFETY: the file is mapped read-only; like every mmap-based loader we assume that nobody
+    // truncates it while the model is loading.
+    unsafe { MmapedSafetensors::new(path) }
+        .map_err(|e| Error::Safetensors { file: path.to_path_buf(), message: e.to_string() })
+}
+
+impl WeightFiles {
+    /// Opens `dir/model.safetensors.index.json` and its shards, or `dir/model.safetensors`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index = dir.join("model.safetensors.index.json");
+        if index.is_file() {
+            let raw: RawIndex = crate::config::read_json(&index)?;
+            let mut names: Vec<&String> = raw.weight_map.values().collect();
+            names.sort();
+            names.dedup();
+            let mut files = Vec::new();
+            let mut pos = HashMap::new();
+            for name in names {
+                let path = dir.join(name);
+                if !path.is_file() {
+                    return Err(Error::MissingFile {
+                        what: "weight shard (listed in model.safetensors.index.json)",
+                        path,
+                    });
+                }
+                pos.insert(name.clone(), files.len());
+                files.push((path.clone(), open_file(&path)?));
+            }
+            let routing = raw.weight_map.iter().map(|(k, f)| (k.clone(), pos[f])).collect();
+            return Ok(WeightFiles { files, routing, index_or_file: index });
+        }
+        let single = dir.join("model.safetensors");
+        if !single.is_file() {
+            return Err(Error::MissingFile { what: "weights (model.safetensors or model.safetensors.index.json)", path: single });
+        }
+        let st = open_file(&single)?;
+        let routing = st.tensors().into_iter().map(|(k, _)| (k, 0)).collect();
+        Ok(WeightFiles { files: vec![(single.clone(), st)], routing, index_or_file: single })
+    }
+
+    /// Whether the checkpoint (its index) names `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.routing.contains_key(key)
+    }
+
+    /// All keys.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.routing.keys()
+    }
+
+    /// Shape and dtype of `key`, without loading it.
+    pub fn info(&self, key: &str) -> Result<(Vec<usize>, String)> {
+        let (view, _) = self.view(key)?;
+        Ok((view.shape().to_vec(), format!("{:?}", view.dtype())))
+    }
+
+    fn view(&self, key: &str) -> Result<(safetensors_view::View<'_>, &Path)> {
+        let idx = *self
+            .routing
+            .get(key)
+            .ok_or_else(|| Error::MissingTensor { key: key.into(), file: self.index_or_file.clone() })?;
+        let (path, st) = &self.files[idx];
+        let view = st.get(key).map_err(|_| Error::MissingTensor { key: key.into(), file: path.clone() })?;
+        Ok((view, path))
+    }
+
+    /// Loads `key`, checking its shape and dtype, converted to `dtype` on `device`.
+    pub fn load(&self, key: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let (view, path) = self.view(key)?;
+        if view.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                key: key.into(),
+                file: path.to_path_buf(),
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        use candle_core::safetensors::Load;
+        let src_dtype = view.dtype();
+        let float = matches!(
+            src_dtype,
+            safetensors_view::Dtype::F32 | safetensors_view::Dtype::F16 | safetensors_view::Dtype::BF16 | safetensors_view::Dtype::F64
+        );
+        if !float {
+            return Err(Error::DtypeMismatch { key: key.into(), file: path.to_path_buf(), found: format!("{src_dtype:?}") });
+        }
+        let t = view
+            .load(device)
+            .map_err(|e| Error::Safetensors { file: path.to_path_buf(), message: format!("tensor `{key}`: {e}") })?;
+        Ok(t.to_dtype(dtype)?)
+    }
+}
+
+/// The safetensors view types candle hands out.
+mod safetensors_view {
+    pub type View<'a> = safetensors::tensor::TensorView<'a>;
+    pub use safetensors::Dtype;
+}
+
+/// Called while loading with (bytes loaded, bytes expected).
+pub type ProgressFn<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Where model structs take their parameters from: the weight files, converted to the runtime
+/// dtype and device, optionally registered as trainable [`Var`]s in a [`VarMap`].
+pub struct Params<'a> {
+    files: &'a WeightFiles,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    varmap: Option<&'a VarMap>,
+    progress: Option<ProgressFn<'a>>,
+    loaded: Mutex<(u64, u64)>,
+}
+
+impl<'a> Params<'a> {
+    pub fn new(
+        files: &'a WeightFiles,
+        dtype: DType,
+        device: &Device,
+        varmap: Option<&'a VarMap>,
+        progress: Option<ProgressFn<'a>>,
+        expected_bytes: u64,
+    ) -> Self {
+        Params { files, dtype, device: device.clone(), varmap, progress, loaded: Mutex::new((0, expected_bytes)) }
+    }
+
+    /// Loads `key` with the given shape.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.files.load(key, shape, self.dtype, &self.device)?;
+        let t = match self.varmap {
+            Some(vm) => {
+                let var = Var::from_tensor(&t)?;
+                let out = var.as_tensor().clone();
+                let mut data = vm.data().lock().map_err(|_| Error::InvalidInput("VarMap lock poisoned".into()))?;
+                data.insert(key.to_string(), var);
+                out
+            }
+            None => t,
+        };
+        if let Some(p) = self.progress {
+            if let Ok(mut l) = self.loaded.lock() {
+                l.0 += (t.elem_count() * self.dtype.size_in_bytes()) as u64;
+                p(l.0, l.1);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether the checkpoint has `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.files.contains(key)
+    }
+
+    /// Loads a linear layer `{prefix}.weight` (out, in) and, when `bias`, `{prefix}.bias`.
+    pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Linear::new(w, b, self.varmap.is_none())
+    }
+
+    /// Whether weights are registered as trainable variables.
+    pub fn trainable(&self) -> bool {
+        self.varmap.is_some()
+    }
+}
+
+/// A linear layer y = x Wᵀ + b over the last dimension.
+///
+/// Frozen (inference) weights are stored transposed and contiguous, (in, out): the CPU GEMM reads
+/// a contiguous right-hand side markedly faster, which matters most for decoding (M = 1).
+/// Trainable weights keep the checkpoint's (out, in) layout, so the Vars match the file.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    transposed: bool,
+}
+
+impl Linear {
+    /// `weight` is (out, in) as in the checkpoint; `store_transposed` keeps a contiguous (in, out)
+    /// copy instead.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, store_transposed: bool) -> Result<Self> {
+        let weight = if store_transposed { weight.t()?.contiguous()? } else { weight };
+        Ok(Linear { weight, bias, transposed: store_transposed })
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> Result<usize> {
+        Ok(if self.transposed { self.weight.dim(1)? } else { self.weight.dim(0)? })
+    }
+
+    /// (…, in) → (…, out), as one 2-D GEMM.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let Some((&in_dim, lead)) = dims.split_last() else {
+            return Err(Error::InvalidInput("linear layer applied to a scalar".into()));
+        };
+        let rows: usize = lead.iter().product();
+        let x2 = if x.is_contiguous() { x.reshape((rows, in_dim))? } else { x.contiguous()?.reshape((rows, in_dim))? };
+        let y = if self.transposed { x2.matmul(&self.weight)? } else { x2.matmul(&self.weight.t()?)? };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = lead.to_vec();
+        out.push(self.out_dim()?);
+        Ok(y.reshape(out)?)
+    }
+}
+
+/// Bytes of memory available for weights on `device`: `MemAvailable` from `/proc/meminfo` on the
+/// CPU; `None` when unknown (then the caller's number, if any, is used).
+pub fn available_memory_bytes(device: &Device) -> Option<u64> {
+    if !device.is_cpu() {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Parameter count implied by the config (the tensors that are actually loaded: CLIP layers
+/// past the selected one and its post-layernorm are skipped).
+pub fn parameter_count(cfg: &ModelConfig) -> u64 {
+    let t = &cfg.text;
+    let (h, i, v) = (t.hidden_size as u64, t.intermediate_size as u64, t.vocab_size as u64);
+    let (q, kv) = ((t.num_attention_heads * t.head_dim) as u64, (t.num_key_value_heads * t.head_dim) as u64);
+    let mut layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+    if t.attention_bias {
+        layer += q + 2 * kv;
+    }
+    let mut text = v * h + t.num_hidden_layers as u64 * layer + h;
+    if !t.tie_word_embeddings {
+        text += v * h;
+    }
+    let vc = &cfg.vision;
+    let (hv, iv) = (vc.hidden_size as u64, vc.intermediate_size as u64);
+    let np = vc.num_patches() as u64;
+    let p = vc.patch_size as u64;
+    let vlayer = 4 * (hv * hv + hv) + hv * iv + iv + iv * hv + hv + 4 * hv;
+    let vision = vc.num_channels as u64 * p * p * hv + hv + (np + 1) * hv + 2 * hv + cfg.vision_layers_used() as u64 * vlayer;
+    let proj = cfg.mm_hidden_size as u64 * h + h + h * h + h;
+    text + vision + proj
+}
+
+/// Weight memory in bytes at `dtype`.
+pub fn weight_bytes(cfg: &ModelConfig, dtype: DType) -> u64 {
+    parameter_count(cfg) * dtype.size_in_bytes() as u64
+}

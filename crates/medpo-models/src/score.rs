@@ -1,0 +1,146 @@
+//! Scoring: the summed log-probability of a response given (image, prompt).
+//!
+//! Convention (fixtures README, section 4): the input is the expanded prompt followed by the
+//! answer ids (answer text + EOS); the score is Σ_t log_softmax(logits[P + t - 1])[answer[t]]
+//! over the answer tokens only, with the softmax over the full `vocab_size` row. Batches are
+//! right-padded, so positions need no shifting and padding never influences real tokens.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{Error, Result};
+use crate::llava::{LlavaModel, MultimodalInput, PadSide};
+
+/// A prompt (with its images) and the response ids to score (EOS included).
+#[derive(Debug, Clone)]
+pub struct ScoreItem {
+    pub prompt: MultimodalInput,
+    pub answer_ids: Vec<u32>,
+}
+
+/// Per-row gather indices and mask for [`sequence_logprobs`].
+#[derive(Debug, Clone)]
+pub struct AnswerSpans {
+    /// (B, T) u32: the token that position t predicts (0 where masked).
+    pub targets: Tensor,
+    /// (B, T) f32: 1 where position t predicts an answer token.
+    pub mask: Tensor,
+    /// Answer length of each row.
+    pub counts: Vec<usize>,
+}
+
+/// Summed answer log-probs (B,) from logits (B, T, V). Differentiable; computed in f32 (f64 when
+/// the logits are f64).
+pub fn sequence_logprobs(logits: &Tensor, spans: &AnswerSpans) -> Result<Tensor> {
+    let dt = if logits.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(dt)?, D::Minus1)?;
+    let tok = logp.gather(&spans.targets.unsqueeze(2)?.contiguous()?, 2)?.squeeze(2)?;
+    Ok((tok * spans.mask.to_dtype(dt)?)?.sum(1)?)
+}
+
+/// Per row: (prompt ids count, answer ids).
+pub type Answers = Vec<(usize, Vec<u32>)>;
+
+/// Builds the full sequences (prompt + answer) and the answer spans.
+pub fn build_inputs(items: &[ScoreItem]) -> Result<(Vec<MultimodalInput>, Answers)> {
+    let mut inputs = Vec::with_capacity(items.len());
+    let mut answers = Vec::with_capacity(items.len());
+    for (r, it) in items.iter().enumerate() {
+        if it.answer_ids.is_empty() {
+            return Err(Error::InvalidInput(format!("row {r} has an empty answer")));
+        }
+        let mut ids = it.prompt.ids.clone();
+        let prompt_tokens = ids.len();
+        ids.extend(it.answer_ids.iter().map(|&i| i as i64));
+        inputs.push(MultimodalInput { ids, pixel_values: it.prompt.pixel_values.clone() });
+        answers.push((prompt_tokens, it.answer_ids.clone()));
+    }
+    Ok((inputs, answers))
+}
+
+/// Differentiable answer log-prob sums (B,) for a batch, on the training path. Only the
+/// positions that predict answer tokens go through `lm_head` and the softmax.
+pub fn score_batch(model: &LlavaModel, items: &[ScoreItem]) -> Result<Tensor> {
+    let (inputs, answers) = build_inputs(items)?;
+    let batch = model.embed_batch(&inputs, PadSide::Right)?;
+    let all_valid = batch.valid.iter().all(|r| r.iter().all(|&v| v));
+    let mask = if all_valid { None } else { Some(&batch.attention_mask) };
+    let hidden = model.decoder().hidden_train(&batch.embeds, mask)?;
+    answer_logprob_sums(model, &hidden, &batch.lengths, &answers)
+}
+
+/// Answer log-prob sums on the fast inference path (no gradient), for evaluation.
+pub fn score_fast(model: &LlavaModel, items: &[ScoreItem]) -> Result<Vec<f64>> {
+    let (inputs, answers) = build_inputs(items)?;
+    let batch = model.embed_batch(&inputs, PadSide::Right)?;
+    let mut cache = model.new_cache();
+    let hidden = model.decoder().hidden_cached(&batch.embeds, &mut cache, Some(&batch.valid))?;
+    let sums = answer_logprob_sums(model, &hidden, &batch.lengths, &answers)?;
+    Ok(sums.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Σ log p(answer) per row from final hidden states (B, T, H) of right-padded rows.
+fn answer_logprob_sums(
+    model: &LlavaModel,
+    hidden: &Tensor,
+    lengths: &[usize],
+    answers: &[(usize, Vec<u32>)],
+) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let mut owner = Vec::new();
+    for (r, (&len, (_, ans))) in lengths.iter().zip(answers).enumerate() {
+        let p = len - ans.len();
+        if p == 0 {
+            return Err(Error::InvalidInput(format!("row {r} has an empty prompt")));
+        }
+        for (k, &a) in ans.iter().enumerate() {
+            rows.push((r * t + p + k - 1) as u32);
+            targets.push(a);
+            owner.push(r as u32);
+        }
+    }
+    let dev = hidden.device();
+    let n = rows.len();
+    let sel = hidden.reshape((b * t, h))?.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+    let logits = model.decoder().logits(&sel)?;
+    let dt = if logits.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(dt)?, D::Minus1)?;
+    let tok = logp.gather(&Tensor::new(targets.as_slice(), dev)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+    // Sum per row: (B, N) one-hot ownership times (N,).
+    let mut own = vec![0f32; b * n];
+    for (i, &r) in owner.iter().enumerate() {
+        own[r as usize * n + i] = 1.0;
+    }
+    let own = Tensor::from_vec(own, (b, n), dev)?.to_dtype(dt)?;
+    Ok(own.matmul(&tok.unsqueeze(1)?)?.squeeze(1)?)
+}
+
+/// Targets and mask for right-padded rows whose answers end each row.
+pub fn answer_spans(
+    lengths: &[usize],
+    answers: &[(usize, Vec<u32>)],
+    t: usize,
+    device: &candle_core::Device,
+) -> Result<AnswerSpans> {
+    let b = lengths.len();
+    let mut targets = vec![0u32; b * t];
+    let mut mask = vec![0f32; b * t];
+    let mut counts = Vec::with_capacity(b);
+    for (r, (&len, (_, ans))) in lengths.iter().zip(answers).enumerate() {
+        let p = len - ans.len(); // expanded prompt length
+        if p == 0 {
+            return Err(Error::InvalidInput(format!("row {r} has an empty prompt")));
+        }
+        for (k, &a) in ans.iter().enumerate() {
+            targets[r * t + p + k - 1] = a;
+            mask[r * t + p + k - 1] = 1.0;
+        }
+        counts.push(ans.len());
+    }
+    Ok(AnswerSpans {
+        targets: Tensor::from_vec(targets, (b, t), device)?,
+        mask: Tensor::from_vec(mask, (b, t), device)?,
+        counts,
+    })
+}
