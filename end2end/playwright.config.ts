@@ -9,8 +9,11 @@ import * as path from 'path';
 const port = Number(process.env.MEDPO_E2E_PORT ?? 3210);
 const binary = process.env.MEDPO_E2E_BINARY ?? path.resolve(__dirname, '../target/release/medpo');
 const shared = process.env.MEDPO_SHARED ?? path.resolve(__dirname, '../../shared');
-const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'medpo-e2e-'));
+// scripts/test.sh passes a fresh folder; a bare `npx playwright test` makes one (once: the
+// variable is inherited by the workers that load this file again).
+const dataDir = process.env.MEDPO_E2E_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'medpo-e2e-'));
 process.env.MEDPO_E2E_DATA_DIR = dataDir;
+export const ADMIN_PASSWORD = 'admin-password-e2e';
 
 export default defineConfig({
   testDir: './tests',
@@ -39,12 +42,17 @@ export default defineConfig({
     },
   },
   webServer: {
-    command: `${binary} serve --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
+    // Two accounts first (the CLI is how the first admin is made), then the server.
+    command: [
+      `${binary} user add admin --admin --data-dir ${dataDir}`,
+      `MEDPO_PASSWORD=viewer-password ${binary} user add viewer --role viewer --data-dir ${dataDir}`,
+      `exec ${binary} serve --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
+    ].join(' && '),
     url: `http://127.0.0.1:${port}/readyz`,
     reuseExistingServer: false,
     timeout: 60_000,
     stdout: 'pipe',
     stderr: 'pipe',
-    env: { MEDPO_LOG: 'info,tower_http=warn' },
+    env: { MEDPO_LOG: 'info,tower_http=warn', MEDPO_PASSWORD: ADMIN_PASSWORD },
   },
 });

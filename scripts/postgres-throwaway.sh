@@ -8,11 +8,16 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
     return 1
 fi
 pg_dir=$(mktemp -d /tmp/medpo-pg.XXXXXX)
+medpo_pg_stop() {
+    pg_as "'$pg_bin/pg_ctl' -D '$pg_dir/data' -m immediate stop >/dev/null 2>&1" || true
+    rm -rf "$pg_dir"
+}
+trap medpo_pg_stop EXIT
 pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # initdb refuses to run as root: run the server as the `postgres` user then.
 if [ "$(id -u)" = 0 ]; then
     chown postgres "$pg_dir"
-    pg_as() { su postgres -s /bin/sh -c "$*"; }
+    pg_as() { (cd / && su postgres -s /bin/sh -c "$*"); }
 else
     pg_as() { sh -c "$*"; }
 fi
@@ -21,10 +26,5 @@ pg_as "'$pg_bin/initdb' -D '$pg_dir/data' -A trust -U postgres --no-sync -E UTF8
 pg_as "'$pg_bin/pg_ctl' -D '$pg_dir/data' -l '$pg_dir/server.log' -w -t 30 \
     -o \"-p $pg_port -k '$pg_dir' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start >/dev/null" \
     || { cat "$pg_dir/server.log" >&2; return 1; }
-medpo_pg_stop() {
-    pg_as "'$pg_bin/pg_ctl' -D '$pg_dir/data' -m immediate stop >/dev/null 2>&1" || true
-    rm -rf "$pg_dir"
-}
-trap medpo_pg_stop EXIT
 export MEDPO_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 echo "started a throwaway PostgreSQL ($("$pg_bin/postgres" --version)) on 127.0.0.1:$pg_port"

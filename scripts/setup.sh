@@ -49,10 +49,12 @@ if [ "$have_bindgen" != "$want_bindgen" ]; then
 fi
 
 if [ "$want_test" = 1 ]; then
-    apt_install chromium chromium-driver postgresql fonts-dejavu-core
-    if [ ! -x end2end/node_modules/.bin/playwright ] || ! cmp -s end2end/package-lock.json end2end/node_modules/.package-lock.json 2>/dev/null; then
+    apt_install chromium chromium-driver postgresql fonts-dejavu-core curl
+    lock_sum=$(sha256sum end2end/package-lock.json | cut -d' ' -f1)
+    if [ ! -x end2end/node_modules/.bin/playwright ] || [ "$(cat end2end/node_modules/.medpo-lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
         echo "==> npm ci (Playwright test runner; uses the system Chromium)"
         (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+        echo "$lock_sum" > end2end/node_modules/.medpo-lock-sha256
     fi
 fi
 echo "==> setup done"

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
+unset RUST_LOG
 start=$(date +%s)
 
 scripts/setup.sh --test
@@ -20,8 +21,29 @@ scripts/build.sh --release
 echo "==> browser tests (Playwright, /usr/bin/chromium)"
 rm -rf end2end/artifacts
 e2e_log=$(mktemp)
+export MEDPO_E2E_PORT
+MEDPO_E2E_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export MEDPO_E2E_DATA_DIR
+MEDPO_E2E_DATA_DIR=$(mktemp -d /tmp/medpo-e2e.XXXXXX)
 (cd end2end && npx playwright test) 2>&1 | tee "$e2e_log"
+rm -rf "$MEDPO_E2E_DATA_DIR"
 e2e_passed=$(grep -Eo '^ *[0-9]+ passed' "$e2e_log" | tail -n1 | grep -Eo '[0-9]+' || echo 0)
+
+echo "==> graceful shutdown on SIGTERM (release server)"
+sd_dir=$(mktemp -d)
+sd_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/release/medpo serve --bind "127.0.0.1:$sd_port" --data-dir "$sd_dir/data" --models-dir "$sd_dir/none" \
+    --log info >"$sd_dir/log" 2>&1 &
+sd_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$sd_port/readyz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$sd_port/readyz" >/dev/null || { cat "$sd_dir/log"; exit 1; }
+kill -TERM "$sd_pid"
+if wait "$sd_pid" && grep -q "SIGTERM received" "$sd_dir/log" && grep -q "closing the database" "$sd_dir/log"; then
+    echo "graceful shutdown: ok"
+else
+    echo "graceful shutdown: FAILED"; cat "$sd_dir/log"; exit 1
+fi
+rm -rf "$sd_dir"
 
 echo "==> crate tests (SQLite and a throwaway PostgreSQL)"
 # shellcheck source=postgres-throwaway.sh

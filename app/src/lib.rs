@@ -10,6 +10,7 @@ use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
+pub mod auth;
 pub mod components;
 pub mod pages;
 #[cfg(feature = "ssr")]
@@ -56,6 +57,7 @@ pub fn App() -> impl IntoView {
                     <A href="/leaderboard">"Leaderboard"</A>
                     <A href="/models">"Models"</A>
                 </nav>
+                <auth::AccountMenu/>
                 <components::HydrationMarker/>
             </header>
             <main class="page">
@@ -67,6 +69,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/training") view=pages::training::TrainingPage/>
                     <Route path=path!("/leaderboard") view=pages::leaderboard::LeaderboardPage/>
                     <Route path=path!("/models") view=pages::models::ModelsPage/>
+                    <Route path=path!("/login") view=auth::LoginPage/>
                 </Routes>
             </main>
             <footer class="footer">

@@ -13,6 +13,10 @@ pub struct ServerContext {
     pub data_dir: PathBuf,
     /// Where model checkpoints are looked up.
     pub models_dir: PathBuf,
+    /// Failed sign-ins, for rate limiting.
+    pub login_limiter: crate::auth::ssr::LoginLimiter,
+    /// Add `Secure` to the session cookie (set when served over HTTPS).
+    pub secure_cookies: bool,
 }
 
 /// The server context, or an error if called outside a request.
@@ -63,6 +67,24 @@ pub fn resolve_model_dir(models_dir: &std::path::Path, path: &str) -> PathBuf {
     } else {
         models_dir.join(p)
     }
+}
+
+/// Resolves a checkpoint folder named by a user: inside the models folder (after resolving
+/// `..` and links), or anywhere for an admin. The result is canonical, so the same folder is
+/// never registered twice under two spellings.
+pub fn confined_model_dir(models_dir: &std::path::Path, path: &str, admin: bool) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("give a checkpoint folder".into());
+    }
+    let joined = resolve_model_dir(models_dir, path);
+    let canon = std::fs::canonicalize(&joined).map_err(|_| format!("checkpoint folder `{path}` does not exist"))?;
+    if !admin {
+        let root = std::fs::canonicalize(models_dir).map_err(|_| format!("the models folder `{}` does not exist", models_dir.display()))?;
+        if !canon.starts_with(&root) {
+            return Err(format!("`{path}` is outside the models folder; only an admin can register other folders"));
+        }
+    }
+    Ok(canon)
 }
 
 /// What registration needs to know about a checkpoint folder.
@@ -136,7 +158,12 @@ fn safetensors_param_count(path: &std::path::Path) -> Result<i64, String> {
                 continue;
             }
             let shape = t.get("shape").and_then(|s| s.as_array()).ok_or_else(|| format!("`{}`: tensor `{k}` has no shape", path.display()))?;
-            total += shape.iter().map(|d| d.as_i64().unwrap_or(0)).product::<i64>();
+            let mut n: i64 = 1;
+            for d in shape {
+                let d = d.as_i64().filter(|d| *d >= 0).ok_or_else(|| format!("`{}`: tensor `{k}` has a bad dimension", path.display()))?;
+                n = n.checked_mul(d).ok_or_else(|| format!("`{}`: tensor `{k}` is implausibly large", path.display()))?;
+            }
+            total = total.checked_add(n).ok_or_else(|| format!("`{}`: parameter count overflows", path.display()))?;
         }
     }
     Ok(total)

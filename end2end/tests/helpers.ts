@@ -26,3 +26,14 @@ export async function screenshot(page: Page, name: string) {
 }
 
 export { expect, test };
+
+/** Signs in through the login page and waits for the account menu. */
+export async function signIn(page: Page, username = 'admin', password = 'admin-password-e2e') {
+  await page.goto('/login');
+  await expectHydrated(page);
+  const form = page.getByTestId('login-form');
+  await form.getByLabel('User name').fill(username);
+  await form.getByLabel('Password').fill(password);
+  await form.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByTestId('signed-in-as')).toContainText(username);
+}

@@ -1,6 +1,6 @@
 // Every page renders on the server, hydrates in the browser without errors, and shows data
 // from the database; the 404 page; a server-function round trip that writes to the database.
-import { expect, expectHydrated, failOnPageErrors, screenshot, test } from './helpers';
+import { expect, expectHydrated, failOnPageErrors, screenshot, signIn, test } from './helpers';
 
 const pages = [
   { path: '/', title: 'Overview', heading: 'Compare, rate and preference-tune medical VLMs' },
@@ -60,6 +60,7 @@ test('client-side navigation after hydration', async ({ page }) => {
 
 test('a server function writes to the database and the page reads it back', async ({ page }) => {
   const errors = failOnPageErrors(page);
+  await signIn(page);
   await page.goto('/datasets');
   await expectHydrated(page);
   const name = `e2e-votes-${Date.now()}`;
@@ -104,4 +105,61 @@ test('health, readiness and cache headers', async ({ request, page }) => {
   expect(res.headers()['cache-control']).toContain('immutable');
   const css = await request.get('/pkg/', { failOnStatusCode: false });
   expect([403, 404]).toContain(css.status());
+});
+
+test('anonymous and under-privileged writes are refused with a message', async ({ page }) => {
+  await page.goto('/datasets');
+  await expectHydrated(page);
+  const form = page.getByTestId('create-dataset');
+  await form.getByLabel('Name').fill('anonymous-attempt');
+  await form.getByRole('button', { name: 'Create' }).click();
+  await expect(page.getByRole('alert')).toContainText('sign in first');
+  await signIn(page, 'viewer', 'viewer-password');
+  await page.goto('/datasets');
+  await expectHydrated(page);
+  await form.getByLabel('Name').fill('viewer-attempt');
+  await form.getByRole('button', { name: 'Create' }).click();
+  await expect(page.getByRole('alert')).toContainText('a viewer account cannot do this');
+  await expect(page.getByTestId('datasets-table').getByText('viewer-attempt')).toHaveCount(0);
+});
+
+test('sign-in errors, rate limit and sign-out', async ({ page }) => {
+  await page.goto('/login');
+  await expectHydrated(page);
+  const form = page.getByTestId('login-form');
+  await form.getByLabel('User name').fill('nobody');
+  await form.getByLabel('Password').fill('wrong');
+  await form.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('alert')).toContainText('wrong user name or password');
+  for (let i = 0; i < 5; i++) {
+    // One attempt at a time: the page shows only the newest answer.
+    await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/login') && r.request().method() === 'POST'),
+      form.getByRole('button', { name: 'Sign in' }).click(),
+    ]);
+  }
+  await expect(page.getByRole('alert')).toContainText('too many failed sign-ins');
+  await signIn(page);
+  await screenshot(page, 'signed-in');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page.getByRole('link', { name: 'Sign in' })).toBeVisible();
+  const cookies = await page.context().cookies();
+  expect(cookies.filter((c) => c.name === 'medpo_session' && c.value !== '')).toEqual([]);
+});
+
+test('the session cookie is HttpOnly and SameSite=Strict; cross-site posts are refused', async ({ page, request }) => {
+  await signIn(page);
+  const cookie = (await page.context().cookies()).find((c) => c.name === 'medpo_session');
+  expect(cookie?.httpOnly).toBe(true);
+  expect(cookie?.sameSite).toBe('Strict');
+  // The real (hashed) server-function path, read from the sign-out form.
+  const logoutPath = await page.locator('form:has(button:text("Sign out"))').getAttribute('action');
+  expect(logoutPath).toMatch(/^\/api\/logout/);
+  const evil = await request.post(logoutPath!, { headers: { Origin: 'http://evil.example' }, failOnStatusCode: false });
+  expect(evil.status()).toBe(403);
+  const crossSite = await request.post(logoutPath!, { headers: { 'Sec-Fetch-Site': 'cross-site' }, failOnStatusCode: false });
+  expect(crossSite.status()).toBe(403);
+  // The session survived both forged requests.
+  await page.reload();
+  await expect(page.getByTestId('signed-in-as')).toContainText('admin');
 });

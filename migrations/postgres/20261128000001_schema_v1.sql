@@ -1,10 +1,11 @@
 -- MedPO Arena schema v1 (Postgres). Keep in step with ../sqlite/20261128000001_schema_v1.sql:
 -- the same tables, columns and constraints; only the id and type spellings differ.
+-- Text that is sorted uses COLLATE "C" (bytewise, as SQLite sorts), whatever the server's locale.
 -- Times are UTC milliseconds since the Unix epoch (BIGINT). JSON is stored as TEXT.
 
 CREATE TABLE users (
     id            BIGSERIAL PRIMARY KEY,
-    username      TEXT    NOT NULL UNIQUE,
+    username      TEXT    COLLATE "C" NOT NULL UNIQUE,
     password_hash TEXT    NOT NULL,
     role          TEXT    NOT NULL CHECK (role IN ('admin', 'clinician', 'researcher', 'viewer')),
     created_at    BIGINT  NOT NULL
@@ -21,9 +22,9 @@ CREATE INDEX sessions_user ON sessions(user_id);
 
 CREATE TABLE models (
     id          BIGSERIAL PRIMARY KEY,
-    name        TEXT    NOT NULL UNIQUE,
-    base        TEXT    NOT NULL,
-    variant     TEXT    NOT NULL,
+    name        TEXT    COLLATE "C" NOT NULL UNIQUE,
+    base        TEXT    COLLATE "C" NOT NULL,
+    variant     TEXT    COLLATE "C" NOT NULL,
     layout      TEXT    NOT NULL,
     parent_id   BIGINT  REFERENCES models(id) ON DELETE SET NULL,
     path        TEXT    NOT NULL,
@@ -169,7 +170,7 @@ CREATE TABLE training_metrics (
 CREATE TABLE eval_runs (
     id                BIGSERIAL PRIMARY KEY,
     model_id          BIGINT  NOT NULL REFERENCES models(id),
-    benchmark         TEXT    NOT NULL,
+    benchmark         TEXT    COLLATE "C" NOT NULL,
     protocol_version  TEXT    NOT NULL,
     status            TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
     n_items           BIGINT  NOT NULL DEFAULT 0,
@@ -182,7 +183,7 @@ CREATE INDEX eval_runs_bench ON eval_runs(benchmark);
 
 CREATE TABLE eval_items (
     run_id       BIGINT  NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
-    item_id      TEXT    NOT NULL,
+    item_id      TEXT    COLLATE "C" NOT NULL,
     answer_type  TEXT    NOT NULL,
     category     TEXT    NOT NULL,
     question     TEXT    NOT NULL,

@@ -40,6 +40,9 @@ pub struct Settings {
     /// Log filter, in `RUST_LOG` syntax [default: info]
     #[arg(long, global = true, env = "MEDPO_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Mark the session cookie `Secure` (set this when users reach the server over HTTPS)
+    #[arg(long, global = true, env = "MEDPO_SECURE_COOKIES", value_name = "true|false")]
+    pub secure_cookies: Option<bool>,
 }
 
 /// The keys `medpo.toml` may hold (all optional; unknown keys are an error, so that a typo
@@ -54,6 +57,7 @@ struct FileSettings {
     site_root: Option<PathBuf>,
     max_upload_mb: Option<u64>,
     log: Option<String>,
+    secure_cookies: Option<bool>,
 }
 
 /// The resolved, validated configuration.
@@ -66,6 +70,7 @@ pub struct Config {
     pub site_root: PathBuf,
     pub max_upload_bytes: usize,
     pub log: String,
+    pub secure_cookies: bool,
     /// Which file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -106,7 +111,13 @@ impl Settings {
         if mb == 0 || mb > 4096 {
             return Err(err("--max-upload-mb", mb, "must be between 1 and 4096"));
         }
-        let log = self.log.clone().or(file.log).unwrap_or_else(|| "info".into());
+        // Precedence as for every setting: flag / MEDPO_LOG, then medpo.toml, then RUST_LOG.
+        let log = self
+            .log
+            .clone()
+            .or(file.log)
+            .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| err("--log", &log, e))?;
         Ok(Config {
             bind,
@@ -116,6 +127,7 @@ impl Settings {
             site_root,
             max_upload_bytes: (mb as usize) << 20,
             log,
+            secure_cookies: self.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             config_file,
         })
     }

@@ -69,10 +69,12 @@ pub fn router(state: AppState) -> Router {
     let ctx_fallback = state.ctx.clone();
     let pkg_dir = std::path::Path::new(&*state.leptos_options.site_root).join(&*state.leptos_options.site_pkg_dir);
     let pkg = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        ))
+        // Hashed names never change content: cache them for a year, but never a miss.
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, |res: &axum::http::Response<_>| {
+            res.status()
+                .is_success()
+                .then(|| HeaderValue::from_static("public, max-age=31536000, immutable"))
+        }))
         .service(ServeDir::new(pkg_dir));
     let limit = state.config.max_upload_bytes;
     Router::new()
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
+                .layer(axum::middleware::from_fn(same_origin_guard))
                 .layer(CompressionLayer::new())
                 .layer(axum::extract::DefaultBodyLimit::max(limit))
                 .layer(RequestBodyLimitLayer::new(limit))
@@ -110,6 +113,40 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Cross-site request forgery guard: a state-changing request (anything but GET, HEAD,
+/// OPTIONS) that a browser marks as coming from another site (`Sec-Fetch-Site: cross-site` or
+/// `same-site`, or an `Origin` whose host differs from `Host`) is refused with 403. Browsers
+/// send these headers on every such request; clients without them (curl, scripts) carry no
+/// ambient cookies, so they cannot be forged cross-site. The session cookie is also
+/// `SameSite=Strict`.
+pub async fn same_origin_guard(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let refused = if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        // Modern browsers say where the request came from; trust that alone (it survives
+        // proxies that rewrite Host).
+        site != "same-origin" && site != "none"
+    } else if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o != "null") {
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin).trim_end_matches('/');
+        let hosts = [header::HeaderName::from_static("x-forwarded-host"), header::HOST];
+        let host = hosts
+            .iter()
+            .find_map(|n| h.get(n).and_then(|v| v.to_str().ok()))
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        host != Some(origin_host)
+    } else {
+        false
+    };
+    if refused {
+        tracing::warn!(method = %req.method(), path = %req.uri().path(), "refused a cross-site state-changing request");
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
+    next.run(req).await
+}
+
 async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
@@ -119,7 +156,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Ok(())) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ready\n".to_string()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], format!("database unavailable: {e}\n"))
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], "database unavailable\n".to_string())
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -174,6 +211,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     check_site(&config)?;
     let store = open_store(&config).await?;
+    let _ = store.purge_expired_sessions().await;
     let orphans = store.fail_orphaned_jobs().await?;
     if orphans > 0 {
         tracing::warn!(jobs = orphans, "marked training jobs left running by a previous server as failed");
@@ -185,6 +223,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             store: store.clone(),
             data_dir: config.data_dir.clone(),
             models_dir: config.models_dir.clone(),
+            login_limiter: Default::default(),
+            secure_cookies: config.secure_cookies,
         },
         config: Arc::new(config.clone()),
     };
@@ -195,7 +235,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         models_dir = %config.models_dir.display(),
         "MedPO Arena is serving"
     );
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    // On SIGINT/SIGTERM stop accepting, let requests in flight finish (at most 20 s), then
+    // close the database.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    let drain_deadline = {
+        let mut rx = rx;
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = drain_deadline => tracing::warn!("requests still running 20 s after the shutdown signal; stopping anyway"),
+    }
     tracing::info!("shutting down: closing the database");
     store.close().await;
     Ok(())

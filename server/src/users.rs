@@ -2,8 +2,6 @@
 
 use std::io::BufRead;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use clap::Subcommand;
 use medpo_types::Role;
 
@@ -29,12 +27,7 @@ pub enum UserCommand {
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| anyhow::anyhow!("making a salt failed: {e}"))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
+    app::auth::ssr::hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
 }
 
 fn read_password() -> anyhow::Result<String> {

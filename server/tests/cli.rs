@@ -91,6 +91,17 @@ fn data_dir_not_writable() {
 }
 
 #[test]
+fn values_clap_rejects_are_one_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = medpo(&["config", "--max-upload-mb", "abc"], dir.path());
+    assert_eq!(code, 2);
+    assert_one_error_line(&err, "error: invalid value 'abc' for '--max-upload-mb <MB>'");
+    let (code, _, err) = medpo(&["frobnicate"], dir.path());
+    assert_eq!(code, 2);
+    assert_one_error_line(&err, "error: unrecognized subcommand 'frobnicate'");
+}
+
+#[test]
 fn bad_config_file_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("medpo.toml"), "databse_url = \"sqlite://x.db\"\n").unwrap();

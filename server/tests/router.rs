@@ -29,6 +29,8 @@ async fn app(max_upload_mb: u64) -> (axum::Router, medpo_store::Store, tempfile:
             store: store.clone(),
             data_dir: config.data_dir.clone(),
             models_dir: config.models_dir.clone(),
+            login_limiter: Default::default(),
+            secure_cookies: config.secure_cookies,
         },
         config: Arc::new(config),
     };
@@ -100,4 +102,32 @@ async fn oversize_bodies_get_413() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_refused() {
+    let (app, _s, _d) = app(50).await;
+    use leptos::server_fn::ServerFn;
+    let logout = <app::auth::Logout as ServerFn>::PATH;
+    for (name, value) in [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")] {
+        let res = app
+            .clone()
+            .oneshot(Request::post(logout).header("host", "127.0.0.1:3000").header(name, value).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // Same origin passes the guard and reaches the server function.
+    let res = app
+        .oneshot(
+            Request::post(logout)
+                .header("host", "127.0.0.1:3000")
+                .header("origin", "http://127.0.0.1:3000")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

@@ -11,6 +11,16 @@ pub async fn compare_overview() -> Result<(Vec<ModelEntry>, Vec<ComparisonSummar
     let ctx = crate::ssr::ctx()?;
     let models = ctx.store.list_models().await.map_err(crate::ssr::store_err)?;
     let recent = ctx.store.recent_comparisons(25).await.map_err(crate::ssr::store_err)?;
+    // Blind comparisons never send their model names to the browser.
+    let recent = recent
+        .into_iter()
+        .map(|mut c| {
+            if c.blind {
+                c.models = c.models.iter().enumerate().map(|(i, _)| format!("Model {}", (b'A' + i as u8) as char)).collect();
+            }
+            c
+        })
+        .collect();
     Ok((models.into_iter().filter(|m| m.enabled).collect(), recent))
 }
 
@@ -57,7 +67,7 @@ pub fn ComparePage() -> impl IntoView {
                                         <tr>
                                             <td>{c.id}</td>
                                             <td>{c.question}</td>
-                                            <td>{if c.blind { "hidden until voted".to_string() } else { c.models.join(" · ") }}</td>
+                                            <td>{c.models.join(" · ")}</td>
                                             <td>{if c.blind { "blind" } else { "named" }}</td>
                                             <td>{c.votes}</td>
                                             <td>{format_time(c.created_at)}</td>

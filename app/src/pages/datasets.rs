@@ -16,16 +16,18 @@ pub async fn list_datasets() -> Result<(Vec<Dataset>, Vec<PreferencePair>), Serv
 
 #[server]
 pub async fn create_dataset(name: String, description: String) -> Result<Dataset, ServerFnError> {
+    let user = crate::auth::ssr::require(&[medpo_types::Role::Researcher]).await?;
     let ctx = crate::ssr::ctx()?;
-    let d = ctx.store.create_dataset(&name, &description, None).await.map_err(crate::ssr::store_err)?;
+    let d = ctx.store.create_dataset(&name, &description, Some(user.id)).await.map_err(crate::ssr::store_err)?;
     tracing::info!(dataset = %d.name, "created a dataset");
     Ok(d)
 }
 
 #[server]
 pub async fn snapshot_dataset(dataset_id: i64, note: String) -> Result<medpo_types::DatasetSnapshot, ServerFnError> {
+    let user = crate::auth::ssr::require(&[medpo_types::Role::Researcher]).await?;
     let ctx = crate::ssr::ctx()?;
-    ctx.store.snapshot_dataset(dataset_id, &note, None).await.map_err(crate::ssr::store_err)
+    ctx.store.snapshot_dataset(dataset_id, &note, Some(user.id)).await.map_err(crate::ssr::store_err)
 }
 
 #[component]
@@ -69,7 +71,7 @@ pub fn DatasetsPage() -> impl IntoView {
                                                 <td><strong>{d.name}</strong></td>
                                                 <td>{d.description}</td>
                                                 <td>{if d.snapshots.is_empty() { "none yet".to_string() } else {
-                                                    d.snapshots.iter().map(|s| format!("v{} ({} pairs, {})", s.version, s.pair_count, &s.sha256[..12])).collect::<Vec<_>>().join(", ")
+                                                    d.snapshots.iter().map(|s| format!("v{} ({} pairs, {})", s.version, s.pair_count, &s.sha256.get(..12).unwrap_or(&s.sha256))).collect::<Vec<_>>().join(", ")
                                                 }}</td>
                                                 <td>{format_time(d.created_at)}</td>
                                                 <td>

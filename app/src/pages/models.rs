@@ -12,13 +12,18 @@ pub async fn list_models() -> Result<Vec<ModelEntry>, ServerFnError> {
     ctx.store.list_models().await.map_err(crate::ssr::store_err)
 }
 
-/// Registers the checkpoint folder at `path` (absolute, or relative to the models
-/// directory). The layout is read from its `config.json`.
+/// Registers the checkpoint folder at `path`, relative to the models folder (admins may also
+/// give an absolute path). The layout is read from its `config.json`.
 #[server]
 pub async fn register_model(name: String, path: String, variant: String) -> Result<ModelEntry, ServerFnError> {
+    let user = crate::auth::ssr::require(&[medpo_types::Role::Researcher]).await?;
     let ctx = crate::ssr::ctx()?;
-    let dir = crate::ssr::resolve_model_dir(&ctx.models_dir, path.trim());
-    let probe = crate::ssr::probe_checkpoint(&dir)
+    let dir = crate::ssr::confined_model_dir(&ctx.models_dir, path.trim(), user.role == medpo_types::Role::Admin)
+        .map_err(|m| crate::ssr::bad_input(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let probe_dir = dir.clone();
+    let probe = tokio::task::spawn_blocking(move || crate::ssr::probe_checkpoint(&probe_dir))
+        .await
+        .map_err(|_| ServerFnError::new("checking the checkpoint failed"))?
         .map_err(|m| crate::ssr::bad_input(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m))?;
     let variant = if variant.trim().is_empty() { "sft".to_string() } else { variant.trim().to_lowercase() };
     let name = if name.trim().is_empty() {

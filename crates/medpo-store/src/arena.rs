@@ -149,7 +149,8 @@ impl Store {
             return Err(Error::Invalid { field: "answers", reason: "A and B must be different answers".into() });
         }
         if let Some(r) = &v.region {
-            if !(r.w > 0.0 && r.h > 0.0 && r.x >= 0.0 && r.y >= 0.0 && r.x.is_finite() && r.y.is_finite()) {
+            let finite = [r.x, r.y, r.w, r.h].iter().all(|v| v.is_finite());
+            if !(finite && r.w > 0.0 && r.h > 0.0 && r.x >= 0.0 && r.y >= 0.0) {
                 return Err(Error::Invalid { field: "region", reason: format!("box {r:?} is not a positive box") });
             }
         }

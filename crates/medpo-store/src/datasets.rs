@@ -112,7 +112,12 @@ impl Store {
     /// Freezes every preference pair that exists now into the dataset's next version. A
     /// snapshot never changes afterwards; training jobs name the snapshot they used.
     pub async fn snapshot_dataset(&self, dataset_id: i64, note: &str, created_by: Option<i64>) -> Result<DatasetSnapshot> {
-        let mut tx = self.pool().begin().await?;
+        // SQLite: take the write lock up front, so a concurrent vote waits (busy_timeout)
+        // instead of failing the snapshot's read-then-write upgrade.
+        let mut tx = match self.backend() {
+            crate::Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            crate::Backend::Postgres => self.pool().begin().await?,
+        };
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM datasets WHERE id = $1")
             .bind(dataset_id)
             .fetch_optional(&mut *tx)

@@ -52,6 +52,9 @@ impl Store {
 
     /// Adds per-item results (idempotent per item id: a resumed run overwrites).
     pub async fn add_eval_items(&self, run_id: i64, items: &[EvalItem]) -> Result<()> {
+        if let Some(bad) = items.iter().find(|it| !it.score.is_finite()) {
+            return Err(Error::Invalid { field: "score", reason: format!("item `{}` has a non-finite score", bad.item_id) });
+        }
         let mut tx = self.pool().begin().await?;
         for it in items {
             sqlx::query(

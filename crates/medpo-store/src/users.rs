@@ -28,7 +28,7 @@ impl Store {
     /// Creates a user. `password_hash` is an argon2id PHC string made by the caller.
     pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<User> {
         let username = username.trim();
-        if username.is_empty() || username.len() > 64 {
+        if username.is_empty() || username.chars().count() > 64 {
             return Err(Error::Invalid { field: "username", reason: "must be 1 to 64 characters".into() });
         }
         let now = now_ms();
@@ -73,16 +73,19 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
+    /// Sets a new password and ends all of the user's sessions, in one transaction.
     pub async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<()> {
-        let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+        let mut tx = self.pool().begin().await?;
+        let id: Option<i64> = sqlx::query_scalar("UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING id")
             .bind(password_hash)
             .bind(username)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        if n == 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
             return Err(Error::not_found(format!("user `{username}`")));
-        }
+        };
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -116,10 +116,16 @@ async fn users_and_sessions(s: &Store) {
     let info = s.session("tok1").await.unwrap().unwrap();
     assert_eq!(info.user.username, "alice");
     assert_eq!(info.csrf_token, "csrf1");
+    s.delete_session("tok1").await.unwrap();
+    s.create_session("tok1", u.id, "csrf1", 60_000).await.unwrap();
     // An expired session is not returned and is purged.
     s.create_session("tok2", u.id, "csrf2", -1).await.unwrap();
     assert!(s.session("tok2").await.unwrap().is_none());
     assert_eq!(s.purge_expired_sessions().await.unwrap(), 1);
+    s.create_session("tok3", u.id, "csrf3", 60_000).await.unwrap();
+    s.set_password_hash("alice", "$argon2id$new").await.unwrap();
+    assert!(s.session("tok3").await.unwrap().is_none(), "a password change ends sessions");
+    assert!(s.set_password_hash("nobody", "x").await.is_err());
     s.delete_session("tok1").await.unwrap();
     assert!(s.session("tok1").await.unwrap().is_none());
     assert!(matches!(s.create_user("  ", "x", Role::Viewer).await, Err(Error::Invalid { field: "username", .. })));
@@ -140,6 +146,11 @@ async fn models_registry(s: &Store) {
     assert!(err.is_conflict());
     let err = s.register_model(&NewModel { parent_id: Some(999), name: "x".into(), ..list[0].clone().into_new() }).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    // Names sort bytewise on both databases (upper case before lower case).
+    model(s, "alpha", "dpo", Some(sft.id)).await;
+    model(s, "Zeta", "dpo", Some(sft.id)).await;
+    let names: Vec<String> = s.list_models().await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["llava-med-sft", "Zeta", "alpha", "llava-med-dpo"]);
     s.set_model_enabled(dpo.id, false).await.unwrap();
     assert!(!s.model(dpo.id).await.unwrap().enabled);
     assert_eq!(s.model_by_name("llava-med-dpo").await.unwrap().unwrap().id, dpo.id);
