@@ -48,6 +48,8 @@ pub struct Decoder {
     lm_head: Linear,
     cfg: TextConfig,
     inv_freq: Vec<f32>,
+    /// Checkpoint prefix of `embed_tokens`/`layers`/`norm` (ending in a dot).
+    body: String,
 }
 
 /// The key/value cache of [`Decoder::forward_cached`], for a batch.
@@ -103,6 +105,135 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     }
     let (b, n_kv, t, d) = x.dims4()?;
     Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
+}
+
+/// Softmax over the last axis of (B, heads, T, T) scores where only `mask[b, i, j]` entries
+/// take part (the others get probability 0; a row with none is uniform, as with a finite fill
+/// value). Its backward, p ⊙ (g − Σ g ⊙ p), needs only the output.
+#[derive(Clone)]
+struct MaskedSoftmax {
+    /// (B, T, T), row-major.
+    mask: std::sync::Arc<Vec<bool>>,
+    heads: usize,
+    t: usize,
+}
+
+impl MaskedSoftmax {
+    /// Rows split over candle's CPU threads.
+    fn run<F: num_like::Float + Send + Sync>(&self, x: &[F]) -> Vec<F> {
+        let t = self.t;
+        let mut out = vec![F::zero(); x.len()];
+        let rows = x.len() / t;
+        let per = rows.div_ceil(candle_core::utils::get_num_threads().clamp(1, rows.max(1)));
+        std::thread::scope(|sc| {
+            for (c, (xc, oc)) in x.chunks(per * t).zip(out.chunks_mut(per * t)).enumerate() {
+                sc.spawn(move || self.rows(xc, oc, c * per));
+            }
+        });
+        out
+    }
+
+    fn rows<F: num_like::Float>(&self, x: &[F], out: &mut [F], first_row: usize) {
+        let t = self.t;
+        for (r, (xr, or)) in x.chunks(t).zip(out.chunks_mut(t)).enumerate() {
+            let r = r + first_row;
+            let i = r % t;
+            let b = r / (t * self.heads);
+            let m = &self.mask[(b * t + i) * t..(b * t + i + 1) * t];
+            let mut max = F::neg_inf();
+            for (v, &k) in xr.iter().zip(m) {
+                if k && *v > max {
+                    max = *v;
+                }
+            }
+            if max == F::neg_inf() {
+                let u = F::from_f64(1.0 / t as f64);
+                or.iter_mut().for_each(|o| *o = u);
+                continue;
+            }
+            let mut sum = F::zero();
+            for ((o, v), &k) in or.iter_mut().zip(xr).zip(m) {
+                if k {
+                    *o = (*v - max).exp();
+                    sum = sum + *o;
+                }
+            }
+            or.iter_mut().for_each(|o| *o = *o / sum);
+        }
+    }
+}
+
+mod num_like {
+    pub trait Float:
+        Copy + PartialOrd + std::ops::Sub<Output = Self> + std::ops::Add<Output = Self> + std::ops::Div<Output = Self>
+    {
+        fn zero() -> Self;
+        fn neg_inf() -> Self;
+        fn exp(self) -> Self;
+        fn from_f64(v: f64) -> Self;
+    }
+    impl Float for f32 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn neg_inf() -> Self {
+            f32::NEG_INFINITY
+        }
+        fn exp(self) -> Self {
+            f32::exp(self)
+        }
+        fn from_f64(v: f64) -> Self {
+            v as f32
+        }
+    }
+    impl Float for f64 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn neg_inf() -> Self {
+            f64::NEG_INFINITY
+        }
+        fn exp(self) -> Self {
+            f64::exp(self)
+        }
+        fn from_f64(v: f64) -> Self {
+            v
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as C;
+        let (a, z) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("masked-softmax: the input must be contiguous"))?;
+        let dims = l.shape().dims();
+        let expected = [dims.first().copied().unwrap_or(0), self.heads, self.t, self.t];
+        if dims != expected || self.mask.len() != expected[0] * self.t * self.t {
+            return Err(candle_core::Error::msg(format!("masked-softmax: unexpected shape {dims:?}")));
+        }
+        let out = match s {
+            C::F32(v) => C::F32(self.run(&v[a..z])),
+            C::F64(v) => C::F64(self.run(&v[a..z])),
+            _ => return Err(candle_core::Error::msg("masked-softmax: f32 or f64 only")),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let gp = (grad * res)?;
+        let s = gp.sum_keepdim(D::Minus1)?;
+        Ok(Some((gp - res.broadcast_mul(&s)?)?))
+    }
 }
 
 /// Differentiable RMSNorm: computed in f32 as transformers does, back to the input dtype.
@@ -168,12 +299,56 @@ impl Decoder {
             // Tied: share the embedding (a transposed copy would double its memory).
             Linear::new(embed_tokens.clone(), None, false)?
         } else {
-            Linear::new(p.get(lm_head, &[v, h])?, None, !p.trainable())?
+            Linear::new(p.get(lm_head, &[v, h])?, None, !p.is_trainable(lm_head))?
         };
         let d = cfg.head_dim;
         // transformers computes inv_freq and the angles in float32.
         let inv_freq = (0..d / 2).map(|k| 1.0f32 / (cfg.rope_theta as f32).powf((2 * k) as f32 / d as f32)).collect();
-        Ok(Decoder { embed_tokens, layers, norm, lm_head, cfg: cfg.clone(), inv_freq })
+        Ok(Decoder { embed_tokens, layers, norm, lm_head, cfg: cfg.clone(), inv_freq, body: body.to_string() })
+    }
+
+    /// The attention and MLP projections of every layer, by checkpoint module path
+    /// (`model.layers.3.self_attn.q_proj`, `model.layers.3.mlp.down_proj`), layer by layer in
+    /// the order q, k, v, o, gate, up, down.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            let pre = format!("{}layers.{l}", self.body);
+            for (name, lin) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("{pre}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Like [`Decoder::projections`], mutable (to attach adapters).
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
+            let pre = format!("{}layers.{l}", self.body);
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("{pre}.{name}"), lin));
+            }
+        }
+        out
     }
 
     /// The resolved text config.
@@ -283,6 +458,19 @@ impl Decoder {
         let eps = self.cfg.rms_norm_eps;
         let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?;
         let mask = mask.broadcast_as((b, nh, t, t))?;
+        // On the CPU, the masked softmax is one op whose backward keeps only its output (the
+        // composite keeps ~5 score-sized tensors per layer, and gradients for the fill values).
+        let fused = (self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64)).then(|| {
+            let mut m = Vec::with_capacity(b * t * t);
+            for row in &valid {
+                for i in 0..t {
+                    for (j, &v) in row.iter().enumerate() {
+                        m.push(v && j <= i);
+                    }
+                }
+            }
+            MaskedSoftmax { mask: std::sync::Arc::new(m), heads: nh, t }
+        });
         let mut x = embeds.to_dtype(self.dtype())?;
         for layer in &self.layers {
             let h = rms_norm_diff(&x, &layer.input_layernorm, eps)?;
@@ -295,8 +483,10 @@ impl Decoder {
             let k = repeat_kv(k, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
             let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-            let scores = mask.where_cond(&scores, &neg)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = match &fused {
+                Some(op) => scores.contiguous()?.apply_op1(op.clone())?,
+                None => candle_nn::ops::softmax(&mask.where_cond(&scores, &neg)?, D::Minus1)?,
+            };
             let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + a.o_proj.forward(&att)?)?;
             let h = rms_norm_diff(&x, &layer.post_attention_layernorm, eps)?;
@@ -406,5 +596,43 @@ impl Decoder {
             x = (x + m.down_proj.forward(&(g * m.up_proj.forward(&h)?)?)?)?;
         }
         rms_norm_fast(&x, &self.norm, eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused masked softmax equals `where_cond` + `ops::softmax` in value and gradient,
+    /// padding rows included.
+    #[test]
+    fn masked_softmax_matches_the_composite() {
+        let (b, h, t) = (2, 3, 5);
+        let valid = [vec![true; 5], vec![true, true, true, false, false]];
+        let mut m = Vec::new();
+        let mut mu8 = Vec::new();
+        for row in &valid {
+            for i in 0..t {
+                for (j, &v) in row.iter().enumerate() {
+                    m.push(v && j <= i);
+                    mu8.push(u8::from(v && j <= i));
+                }
+            }
+        }
+        let vals: Vec<f64> = (0..b * h * t * t).map(|k| ((k * 37 % 17) as f64 - 8.0) / 3.0).collect();
+        let x = candle_core::Var::from_vec(vals, (b, h, t, t), &Device::Cpu).unwrap();
+        let w = Tensor::arange(0f64, (b * h * t * t) as f64, &Device::Cpu).unwrap().reshape((b, h, t, t)).unwrap();
+        let op = MaskedSoftmax { mask: std::sync::Arc::new(m), heads: h, t };
+        let fused = x.as_tensor().apply_op1(op).unwrap();
+        let mask = Tensor::from_vec(mu8, (b, 1, t, t), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
+        let neg = Tensor::new(mask_value(DType::F64), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
+        let plain = candle_nn::ops::softmax(&mask.where_cond(x.as_tensor(), &neg).unwrap(), D::Minus1).unwrap();
+        let diff = |a: &Tensor, c: &Tensor| {
+            (a - c).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+        };
+        assert!(diff(&fused, &plain) < 1e-12);
+        let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-10);
     }
 }

@@ -27,6 +27,7 @@ pub mod template;
 pub use config::{Layout, ModelConfig, ResolveOptions};
 pub use error::{Error, Result};
 pub use generate::{GenerateParams, Generation, TokenEvent};
+pub use loader::{Linear, LinearAdapter};
 pub use llava::{EmbeddedBatch, LlavaModel, MultimodalInput, PadSide};
 pub use model::{parse_device, parse_dtype, LoadOptions, Model, RuntimeConfig};
 pub use score::{sequence_logprobs, AnswerSpans, ScoreItem};

@@ -109,7 +109,12 @@ impl LlavaModel {
         if inputs.is_empty() {
             return Err(Error::InvalidInput("empty batch".into()));
         }
+        // Rows that share one pixel tensor (e.g. the chosen and rejected answers of a preference
+        // pair) share its encoding: each distinct tensor is encoded once.
         let mut pix = Vec::new();
+        let mut first_image: Vec<usize> = Vec::with_capacity(inputs.len());
+        let mut seen: std::collections::HashMap<candle_core::TensorId, usize> = std::collections::HashMap::new();
+        let mut n_unique = 0;
         for (r, inp) in inputs.iter().enumerate() {
             let n_img = inp.image_count();
             let given = match &inp.pixel_values {
@@ -122,22 +127,31 @@ impl LlavaModel {
                 )));
             }
             if let Some(p) = &inp.pixel_values {
-                let (_, c, h, w) = p.dims4()?;
+                if let Some(&start) = seen.get(&p.id()) {
+                    first_image.push(start);
+                    continue;
+                }
+                let (n, c, h, w) = p.dims4()?;
                 if c != 3 || h != self.image_size || w != self.image_size {
                     return Err(Error::InvalidInput(format!(
                         "row {r}: pixel values are {c}x{h}x{w}, expected 3x{0}x{0}",
                         self.image_size
                     )));
                 }
+                seen.insert(p.id(), n_unique);
+                first_image.push(n_unique);
+                n_unique += n;
                 pix.push(p.to_device(self.device())?);
+            } else {
+                first_image.push(0);
             }
         }
         let feats = if pix.is_empty() { None } else { Some(self.encode_images(&Tensor::cat(&pix, 0)?)?) };
         let n_feat = feats.as_ref().map_or(0, |f| f.dim(1).unwrap_or(0));
         let vocab = self.decoder.config().vocab_size as i64;
         let mut rows = Vec::with_capacity(inputs.len());
-        let mut img_idx = 0;
-        for inp in inputs {
+        for (inp, &first) in inputs.iter().zip(&first_image) {
+            let mut img_idx = first;
             let mut parts = Vec::new();
             let mut text: Vec<u32> = Vec::new();
             let mut image_tokens = 0;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor, Var};
@@ -158,6 +158,8 @@ pub struct Params<'a> {
     varmap: Option<&'a VarMap>,
     progress: Option<ProgressFn<'a>>,
     loaded: Mutex<(u64, u64)>,
+    /// Name prefixes kept as plain tensors even with a VarMap.
+    frozen: Vec<String>,
 }
 
 impl<'a> Params<'a> {
@@ -169,21 +171,40 @@ impl<'a> Params<'a> {
         progress: Option<ProgressFn<'a>>,
         expected_bytes: u64,
     ) -> Self {
-        Params { files, dtype, device: device.clone(), varmap, progress, loaded: Mutex::new((0, expected_bytes)) }
+        Params {
+            files,
+            dtype,
+            device: device.clone(),
+            varmap,
+            progress,
+            loaded: Mutex::new((0, expected_bytes)),
+            frozen: Vec::new(),
+        }
+    }
+
+    /// Keeps the weights whose names start with one of `prefixes` as plain tensors.
+    pub fn with_frozen(mut self, prefixes: &[String]) -> Self {
+        self.frozen = prefixes.to_vec();
+        self
+    }
+
+    /// Whether `key` becomes a trainable `Var`.
+    pub fn is_trainable(&self, key: &str) -> bool {
+        self.varmap.is_some() && !self.frozen.iter().any(|p| key.starts_with(p.as_str()))
     }
 
     /// Loads `key` with the given shape.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.files.load(key, shape, self.dtype, &self.device)?;
         let t = match self.varmap {
-            Some(vm) => {
+            Some(vm) if self.is_trainable(key) => {
                 let var = Var::from_tensor(&t)?;
                 let out = var.as_tensor().clone();
                 let mut data = vm.data().lock().map_err(|_| Error::InvalidInput("VarMap lock poisoned".into()))?;
                 data.insert(key.to_string(), var);
                 out
             }
-            None => t,
+            _ => t,
         };
         if let Some(p) = self.progress {
             if let Ok(mut l) = self.loaded.lock() {
@@ -203,7 +224,7 @@ impl<'a> Params<'a> {
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        Linear::new(w, b, self.varmap.is_none())
+        Linear::new(w, b, !self.is_trainable(&format!("{prefix}.weight")))
     }
 
     /// Whether weights are registered as trainable variables.
@@ -212,7 +233,19 @@ impl<'a> Params<'a> {
     }
 }
 
-/// A linear layer y = x Wᵀ + b over the last dimension.
+/// An extra term a trainer adds to a linear layer's output: y = x·Wᵀ + b + δ(x).
+///
+/// This is the seam LoRA plugs into (the trainer implements it; this crate knows nothing of
+/// training): the base weight stays whatever [`Model::load`](crate::Model::load) made it (a plain
+/// tensor when not `trainable`, so it never gets a gradient buffer), and only the adapter's own
+/// parameters can be trained. An adapter that returns `None` is switched off, which turns the
+/// model back into the base model (the DPO reference) without a second copy of the weights.
+pub trait LinearAdapter: Send + Sync + std::fmt::Debug {
+    /// δ(x) for a (rows, in) input, shaped (rows, out); `None` when switched off.
+    fn delta(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>>;
+}
+
+/// A linear layer y = x Wᵀ + b over the last dimension, plus an optional [`LinearAdapter`].
 ///
 /// Frozen (inference) weights are stored transposed and contiguous, (in, out): the CPU GEMM reads
 /// a contiguous right-hand side markedly faster, which matters most for decoding (M = 1).
@@ -222,6 +255,7 @@ pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     transposed: bool,
+    adapter: Option<Arc<dyn LinearAdapter>>,
 }
 
 impl Linear {
@@ -229,12 +263,43 @@ impl Linear {
     /// copy instead.
     pub fn new(weight: Tensor, bias: Option<Tensor>, store_transposed: bool) -> Result<Self> {
         let weight = if store_transposed { weight.t()?.contiguous()? } else { weight };
-        Ok(Linear { weight, bias, transposed: store_transposed })
+        Ok(Linear { weight, bias, transposed: store_transposed, adapter: None })
     }
 
     /// Output width.
     pub fn out_dim(&self) -> Result<usize> {
         Ok(if self.transposed { self.weight.dim(1)? } else { self.weight.dim(0)? })
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> Result<usize> {
+        Ok(if self.transposed { self.weight.dim(0)? } else { self.weight.dim(1)? })
+    }
+
+    /// The weight as stored (see the type's docs for the layout). Use it to check which tensors
+    /// received gradients; [`Linear::weight_out_in`] gives the checkpoint's orientation.
+    pub fn stored_weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The weight in the checkpoint's (out, in) orientation (a view when stored transposed).
+    pub fn weight_out_in(&self) -> Result<Tensor> {
+        Ok(if self.transposed { self.weight.t()? } else { self.weight.clone() })
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Attaches (or, with `None`, removes) an adapter.
+    pub fn set_adapter(&mut self, adapter: Option<Arc<dyn LinearAdapter>>) {
+        self.adapter = adapter;
+    }
+
+    /// Whether an adapter is attached (switched on or not).
+    pub fn has_adapter(&self) -> bool {
+        self.adapter.is_some()
     }
 
     /// (…, in) → (…, out), as one 2-D GEMM.
@@ -245,14 +310,74 @@ impl Linear {
         };
         let rows: usize = lead.iter().product();
         let x2 = if x.is_contiguous() { x.reshape((rows, in_dim))? } else { x.contiguous()?.reshape((rows, in_dim))? };
-        let y = if self.transposed { x2.matmul(&self.weight)? } else { x2.matmul(&self.weight.t()?)? };
+        let w = if self.transposed { self.weight.clone() } else { self.weight.t()? };
+        let y = if x2.track_op() && !self.weight.track_op() && x2.device().is_cpu() {
+            // Training through a frozen layer (LoRA): only the input needs a gradient.
+            x2.apply_op1(FrozenMatmul { w })?
+        } else {
+            x2.matmul(&w)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match self.adapter.as_ref().map(|a| a.delta(&x2)).transpose()?.flatten() {
+            Some(d) => {
+                let d = d.to_dtype(y.dtype())?;
+                (y + d)?
+            }
             None => y,
         };
         let mut out = lead.to_vec();
         out.push(self.out_dim()?);
         Ok(y.reshape(out)?)
+    }
+}
+
+/// y = x·W for a frozen W (a plain tensor) whose backward returns the input's gradient only.
+///
+/// candle's own matmul backward also computes a gradient for the right-hand side even when it
+/// is a constant, and keeps it in the `GradStore`: a weight-sized buffer per frozen layer (the
+/// `lm_head` alone is vocab × hidden) and a third of the backward GEMMs, for a weight that can
+/// never be updated. CPU only; other devices use the plain matmul.
+struct FrozenMatmul {
+    /// (in, out), possibly a transposed view.
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as C;
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("frozen-matmul: the input must be contiguous"))?;
+        let cpu = Device::Cpu;
+        let x = match s {
+            C::F32(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            C::F64(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            C::F16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            C::BF16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            _ => return Err(candle_core::Error::msg("frozen-matmul: unsupported dtype")),
+        };
+        let y = x.matmul(&self.w)?.contiguous()?;
+        let shape = y.shape().clone();
+        let (st, lay) = y.storage_and_layout();
+        match (&*st, lay.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(c), Some((0, e))) if e == shape.elem_count() => Ok((c.clone(), shape)),
+            _ => Err(candle_core::Error::msg("frozen-matmul: unexpected output layout")),
+        }
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.w.t()?)?))
     }
 }
 

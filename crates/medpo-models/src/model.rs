@@ -2,6 +2,7 @@
 //! evaluator, the server and the CLI make.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -12,7 +13,7 @@ use crate::config::{Layout, ModelConfig, ResolveOptions, TextArch};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateParams, Generation, TokenEvent};
 use crate::llava::{EmbeddedBatch, LlavaModel, MultimodalInput, PadSide};
-use crate::loader::{self, Params, WeightFiles};
+use crate::loader::{self, Linear, LinearAdapter, Params, WeightFiles};
 use crate::projector::Projector;
 use crate::score::ScoreItem;
 use crate::template::PromptTokenizer;
@@ -83,6 +84,12 @@ pub struct LoadOptions {
     /// Register every weight as a [`candle_core::Var`] in [`Model::varmap`], so a trainer can
     /// optimise them (or pick a subset by name and freeze the rest).
     pub trainable: bool,
+    /// With `trainable`: checkpoint-name prefixes whose weights stay plain tensors (frozen, never
+    /// a `Var`, so no gradient is computed for them), e.g. the vision tower's prefix.
+    pub frozen: Vec<String>,
+    /// With `trainable`: keep the whole vision tower frozen (its prefix, as resolved for this
+    /// checkpoint, is added to `frozen`).
+    pub freeze_vision_tower: bool,
     /// Where hub-style `mm_vision_tower` names (`openai/clip-vit-large-patch14-336`) are looked up.
     pub models_dir: Option<PathBuf>,
     /// Bytes available for weights; `None` reads `MemAvailable` on the CPU and skips the check
@@ -98,6 +105,8 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             trainable: false,
+            frozen: Vec::new(),
+            freeze_vision_tower: false,
             models_dir: None,
             available_memory: None,
             progress: None,
@@ -111,6 +120,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("device", &self.device)
             .field("dtype", &self.dtype)
             .field("trainable", &self.trainable)
+            .field("frozen", &self.frozen)
             .field("models_dir", &self.models_dir)
             .finish()
     }
@@ -171,10 +181,15 @@ impl Model {
         let vision_files = if separate_vision { Some(WeightFiles::open(&config.weights.vision_dir)?) } else { None };
         let varmap = if opts.trainable { Some(VarMap::new()) } else { None };
         let progress = opts.progress.as_deref().map(|p| p as &(dyn Fn(u64, u64) + Sync));
-        let params = Params::new(&files, opts.dtype, &opts.device, varmap.as_ref(), progress, needed);
-        let vparams = vision_files
-            .as_ref()
-            .map(|vf| Params::new(vf, opts.dtype, &opts.device, varmap.as_ref(), progress, needed));
+        let mut frozen = opts.frozen.clone();
+        if opts.freeze_vision_tower {
+            frozen.push(config.weights.vision.clone());
+        }
+        let params = Params::new(&files, opts.dtype, &opts.device, varmap.as_ref(), progress, needed)
+            .with_frozen(&frozen);
+        let vparams = vision_files.as_ref().map(|vf| {
+            Params::new(vf, opts.dtype, &opts.device, varmap.as_ref(), progress, needed).with_frozen(&frozen)
+        });
         let vp = vparams.as_ref().unwrap_or(&params);
         tracing::info!(dir = %dir.display(), layout = %config.layout, params = loader::parameter_count(&config), "loading model");
         let vision = ClipVision::load(vp, &config.weights.vision, &config.vision, config.vision_layers_used())?;
@@ -203,6 +218,28 @@ impl Model {
             data.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
+    }
+
+    /// The decoder's attention and MLP projections by checkpoint module path
+    /// (`model.layers.0.self_attn.q_proj`, …): the layers LoRA may wrap.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        self.llava.decoder.projections()
+    }
+
+    /// Attaches an adapter to each decoder projection for which `make(module path, layer)`
+    /// returns one (and removes it where `make` returns `None`). Returns how many were attached.
+    /// The base weights are untouched: loaded without `trainable` they stay plain tensors.
+    pub fn set_adapters(
+        &mut self,
+        mut make: impl FnMut(&str, &Linear) -> Result<Option<Arc<dyn LinearAdapter>>>,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for (path, lin) in self.llava.decoder.projections_mut() {
+            let a = make(&path, lin)?;
+            n += usize::from(a.is_some());
+            lin.set_adapter(a);
+        }
+        Ok(n)
     }
 
     /// Differentiable forward from input embeddings (B, T, H) with an optional (B, T) mask of

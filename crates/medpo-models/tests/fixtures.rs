@@ -271,3 +271,16 @@ fn trainable_and_frozen_weights_give_the_same_logits() {
     let b = trainable.forward_train(&[input]).unwrap().0;
     assert!(max_abs_diff(&a, &b) < 1e-5);
 }
+
+/// Rows that share one pixel tensor (a preference pair's chosen and rejected rows) are encoded
+/// once and give the same logits as rows with their own copies.
+#[test]
+fn rows_sharing_an_image_tensor_match_separate_copies() {
+    let model = load(LLAVA_MED);
+    let px = model.preprocess_image(&scan()).unwrap();
+    let ids = model.prompt_ids(&question(), true).unwrap();
+    let row = |p: Tensor| MultimodalInput { ids: ids.clone(), pixel_values: Some(p) };
+    let (shared, _) = model.forward_train(&[row(px.clone()), row(px.clone())]).unwrap();
+    let (copies, _) = model.forward_train(&[row(px.copy().unwrap()), row(px.copy().unwrap())]).unwrap();
+    assert!(max_abs_diff(&shared, &copies) < 1e-5);
+}

@@ -123,3 +123,26 @@ fn unused_vision_layers_are_not_loaded() {
     let loaded: usize = vars.values().map(|v| v.as_tensor().elem_count()).sum();
     assert_eq!(model.parameter_count(), loaded as u64);
 }
+
+/// A frozen linear layer inside a trained graph (the LoRA case) passes the input's gradient
+/// exactly as a plain matmul does, and allocates no gradient for its weight.
+#[test]
+fn frozen_linear_gives_the_input_gradient_and_no_weight_gradient() {
+    use medpo_models::Linear;
+    let dev = candle_core::Device::Cpu;
+    let w = direction(&Tensor::zeros((5, 7), DType::F64, &dev).unwrap(), 3);
+    let x = Var::from_tensor(&direction(&Tensor::zeros((2, 3, 7), DType::F64, &dev).unwrap(), 4)).unwrap();
+    for transposed in [true, false] {
+        let lin = Linear::new(w.clone(), None, transposed).unwrap();
+        let y = lin.forward(x.as_tensor()).unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(lin.stored_weight()).is_none(), "the frozen weight got a gradient");
+        // Reference: the same function with the weight as a Var (candle's plain matmul).
+        let wv = Var::from_tensor(&w).unwrap();
+        let y2 = x.as_tensor().broadcast_matmul(&wv.as_tensor().t().unwrap()).unwrap();
+        let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (grads.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(max_abs_diff(a, b) < 1e-12);
+        assert!(max_abs_diff(&y, &y2) < 1e-12);
+    }
+}

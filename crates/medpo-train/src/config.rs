@@ -46,6 +46,9 @@ pub struct TrainConfig {
     pub resume: bool,
     /// LoRA (TRL ModelConfig names); full fine-tuning when false.
     pub use_peft: bool,
+    /// LoRA: also write the base with the adapters merged in (`<output_dir>/merged`, the base's
+    /// layout, servable like any checkpoint) next to the PEFT adapter (`<output_dir>/adapter`).
+    pub save_merged_model: bool,
     pub lora_r: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
@@ -67,6 +70,7 @@ impl Default for TrainConfig {
             max_length: None,
             resume: true,
             use_peft: false,
+            save_merged_model: false,
             lora_r: l.r,
             lora_alpha: l.lora_alpha,
             lora_dropout: l.lora_dropout,
@@ -152,6 +156,23 @@ impl TrainConfig {
 mod tests {
     use super::*;
     use crate::objective::Objective;
+
+    /// `docs/train.example.toml` parses and carries the seed's defaults.
+    #[test]
+    fn the_documented_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/train.example.toml");
+        let c = TrainConfig::load(&p).unwrap();
+        assert_eq!(c.loss.loss_type, vec![Objective::Mdpo]);
+        assert_eq!(
+            (c.loss.beta, c.args.learning_rate, c.args.warmup_ratio),
+            (0.1, 1e-7, 0.03)
+        );
+        assert_eq!(
+            c.args.per_device_train_batch_size * c.args.gradient_accumulation_steps,
+            16
+        );
+        assert!(c.use_peft && c.lora().unwrap().target_modules.len() == 7);
+    }
 
     #[test]
     fn parses_trl_names_and_rejects_unknown_keys() {

@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// The model engine failed (loading, preprocessing, forward, generation).
+    #[error(transparent)]
+    Model(#[from] medpo_models::Error),
+
     /// An unknown objective name; the message lists every valid name.
     #[error("unknown loss_type `{name}`; valid names: {valid}")]
     UnknownObjective { name: String, valid: String },

@@ -1,7 +1,8 @@
 //! Preference training for medical vision-language models.
 //!
-//! This crate knows nothing of the web, of storage or of a particular model: the model engine
-//! (`medpo-models`) supplies sequence log-probabilities, and everything else lives here.
+//! This crate knows nothing of the web or of storage. The model engine (`medpo-models`)
+//! supplies differentiable sequence log-probabilities and a hook for adapters; [`policy`] wires
+//! it to the trainer, and everything else is model-independent.
 //!
 //! # Code map
 //! - [`objective`]: [`Objective`] (one name table → `FromStr`/`Display`/serde with TRL's
@@ -21,9 +22,13 @@
 //!   (accumulation, clipping, cosine warm-up, AdamW, JSONL metrics and callbacks, checkpoints,
 //!   exact resume, cancellation at a step boundary, skipped over-long samples).
 //! - [`config`]: `train.toml` with TRL's field names.
+//! - [`policy`]: [`policy::VlmPolicy`], the [`trainer::PolicyModel`] of a `medpo-models` model
+//!   (LoRA with the base as reference, or full fine-tuning with a frozen copy), PEFT and merged
+//!   exports, and the model side of the targeted pairs.
 //!
 //! # What the model engine plugs in
-//! Implement [`trainer::PolicyModel`] for the model: `loss(indices)` builds, for those records,
+//! [`policy::VlmPolicy`] is the implementation for `medpo-models`; another engine would
+//! implement [`trainer::PolicyModel`] the same way: `loss(indices)` builds, for those records,
 //! the policy log-prob sums (adapters on; `Var`-connected), the reference ones (inside
 //! [`lora::Lora::reference`], or a frozen copy for full fine-tuning; detached), the token
 //! counts and any corrupted/noised-image log-probs the objective needs, fills a
@@ -48,6 +53,7 @@ pub mod negatives;
 pub mod objective;
 pub mod optim;
 pub mod pairs;
+pub mod policy;
 pub mod rng;
 pub mod schedule;
 pub mod trainer;

@@ -326,9 +326,29 @@ impl Lora {
     ) -> Result<LoraLinear> {
         let weight = weight.detach();
         let bias = bias.map(Tensor::detach);
+        let (out_f, in_f) = weight.dims2()?;
+        let adapter =
+            self.adapter_vars(module_path, out_f, in_f, weight.dtype(), weight.device())?;
+        Ok(LoraLinear {
+            path: module_path.to_string(),
+            weight,
+            bias,
+            adapter,
+            lora: self.clone(),
+        })
+    }
+
+    /// The (A, B) `Var`s of `module_path` when it is a target (created on first use).
+    fn adapter_vars(
+        &self,
+        module_path: &str,
+        out_f: usize,
+        in_f: usize,
+        dt: candle_core::DType,
+        dev: &Device,
+    ) -> Result<Option<(Var, Var)>> {
         let adapter = if self.targets(module_path) {
-            let (out_f, in_f) = weight.dims2()?;
-            let (r, dev, dt) = (self.0.config.r, weight.device().clone(), weight.dtype());
+            let (r, dev) = (self.0.config.r, dev.clone());
             let (ka, kb) = (
                 peft_key(module_path, "lora_A"),
                 peft_key(module_path, "lora_B"),
@@ -368,13 +388,61 @@ impl Lora {
         } else {
             None
         };
-        Ok(LoraLinear {
-            path: module_path.to_string(),
-            weight,
-            bias,
-            adapter,
-            lora: self.clone(),
-        })
+        Ok(adapter)
+    }
+
+    /// Wraps the targeted projections of a loaded model (`q_proj` … `down_proj` of every decoder
+    /// layer, by their checkpoint module paths, which are also PEFT's) with adapters. The base
+    /// weights stay as loaded: load the model without `trainable` so they are plain tensors.
+    /// Returns the number of wrapped layers.
+    pub fn attach(&self, model: &mut medpo_models::Model) -> Result<usize> {
+        let n = model.set_adapters(|path, lin| {
+            let (out_f, in_f) = (lin.out_dim()?, lin.in_dim()?);
+            let w = lin.stored_weight();
+            let vars = self
+                .adapter_vars(path, out_f, in_f, w.dtype(), w.device())
+                .map_err(|e| medpo_models::Error::InvalidInput(e.to_string()))?;
+            Ok(vars.map(|(a, b)| {
+                Arc::new(LoraAdapter {
+                    path: path.to_string(),
+                    a,
+                    b,
+                    lora: self.clone(),
+                }) as Arc<dyn medpo_models::LinearAdapter>
+            }))
+        })?;
+        if n == 0 {
+            return Err(Error::Config {
+                key: "lora_target_modules",
+                value: format!("{:?}", self.0.config.target_modules),
+                reason: "no layer of the model matched".into(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// (α/r)·B·A·dropout(x) for x (…, in).
+    fn delta(&self, x: &Tensor, a: &Var, b: &Var) -> Result<Tensor> {
+        let cfg = &self.0.config;
+        let p = cfg.lora_dropout;
+        let xd = if p > 0.0 && self.0.training.load(Ordering::SeqCst) {
+            let n = x.elem_count();
+            let keep = 1.0 / (1.0 - p);
+            let mask: Vec<f32> = {
+                let mut rng = self.0.rng.lock().expect("rng lock");
+                (0..n)
+                    .map(|_| if rng.uniform() < p { 0.0 } else { keep as f32 })
+                    .collect()
+            };
+            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+            (x * mask)?
+        } else {
+            x.clone()
+        };
+        let delta = xd
+            .broadcast_matmul(&a.as_tensor().t()?)?
+            .broadcast_matmul(&b.as_tensor().t()?)?;
+        Ok((delta * cfg.scale())?)
     }
 
     /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT layout).
@@ -545,26 +613,7 @@ impl LoraLinear {
         if !self.lora.enabled() {
             return Ok(y);
         }
-        let cfg = &self.lora.0.config;
-        let p = cfg.lora_dropout;
-        let xd = if p > 0.0 && self.lora.0.training.load(Ordering::SeqCst) {
-            let n = x.elem_count();
-            let keep = 1.0 / (1.0 - p);
-            let mask: Vec<f32> = {
-                let mut rng = self.lora.0.rng.lock().expect("rng lock");
-                (0..n)
-                    .map(|_| if rng.uniform() < p { 0.0 } else { keep as f32 })
-                    .collect()
-            };
-            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-            (x * mask)?
-        } else {
-            x.clone()
-        };
-        let delta = xd
-            .broadcast_matmul(&a.as_tensor().t()?)?
-            .broadcast_matmul(&b.as_tensor().t()?)?;
-        Ok((y + (delta * cfg.scale())?)?)
+        Ok((y + self.lora.delta(x, a, b)?)?)
     }
 
     /// W + (α/r)·B·A as a new plain tensor (the base itself is unchanged).
@@ -573,6 +622,37 @@ impl LoraLinear {
             None => Ok(self.weight.clone()),
             Some((a, b)) => Ok((&self.weight
                 + (b.as_tensor().matmul(a.as_tensor())? * self.lora.0.config.scale())?)?),
+        }
+    }
+}
+
+/// The adapter of one projection inside a `medpo_models::Model` (see [`Lora::attach`]): adds
+/// (α/r)·B·A·dropout(x) while the adapters are on, nothing while they are off (the reference).
+pub struct LoraAdapter {
+    path: String,
+    a: Var,
+    b: Var,
+    lora: Lora,
+}
+
+impl fmt::Debug for LoraAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoraAdapter")
+            .field("path", &self.path)
+            .field("r", &self.lora.0.config.r)
+            .finish()
+    }
+}
+
+impl medpo_models::LinearAdapter for LoraAdapter {
+    fn delta(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if !self.lora.enabled() {
+            return Ok(None);
+        }
+        match self.lora.delta(x, &self.a, &self.b) {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::Candle(e)) => Err(e),
+            Err(e) => Err(candle_core::Error::msg(e.to_string())),
         }
     }
 }

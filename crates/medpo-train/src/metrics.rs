@@ -19,6 +19,9 @@ pub const REWARDS_MARGINS: &str = "rewards/margins";
 pub const REWARDS_ACCURACIES: &str = "rewards/accuracies";
 pub const LOGPS_CHOSEN: &str = "logps/chosen";
 pub const LOGPS_REJECTED: &str = "logps/rejected";
+/// Reference-model log-probs (TRL does not log these; we do, so the web app can chart drift).
+pub const REF_LOGPS_CHOSEN: &str = "ref_logps/chosen";
+pub const REF_LOGPS_REJECTED: &str = "ref_logps/rejected";
 pub const LEARNING_RATE: &str = "learning_rate";
 pub const GRAD_NORM: &str = "grad_norm";
 

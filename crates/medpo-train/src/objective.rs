@@ -479,6 +479,9 @@ pub struct LossOutput {
     /// Detached policy log-probs for the `logps/*` metrics.
     pub policy_chosen: Option<Tensor>,
     pub policy_rejected: Option<Tensor>,
+    /// Reference log-probs, for the `ref_logps/*` metrics (when the objective reads them).
+    pub ref_chosen: Option<Tensor>,
+    pub ref_rejected: Option<Tensor>,
 }
 
 impl LossOutput {
@@ -526,6 +529,12 @@ impl LossOutput {
         }
         if let Some(p) = &self.policy_rejected {
             m.insert(metrics::LOGPS_REJECTED.into(), mean(p)?);
+        }
+        if let Some(p) = &self.ref_chosen {
+            m.insert(metrics::REF_LOGPS_CHOSEN.into(), mean(p)?);
+        }
+        if let Some(p) = &self.ref_rejected {
+            m.insert(metrics::REF_LOGPS_REJECTED.into(), mean(p)?);
         }
         Ok(m)
     }
@@ -961,6 +970,8 @@ pub fn compute_loss(cfg: &LossConfig, b: &PreferenceLogps) -> Result<LossOutput>
         terms,
         policy_chosen,
         policy_rejected,
+        ref_chosen: b.ref_chosen.as_ref().map(Tensor::detach),
+        ref_rejected: b.ref_rejected.as_ref().map(Tensor::detach),
     })
 }
 
