@@ -135,38 +135,9 @@ pub struct RenderOptions {
     pub preset: Option<Preset>,
 }
 
-/// The format found by magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceFormat {
-    /// PNG (`89 50 4E 47 0D 0A 1A 0A`).
-    Png,
-    /// JPEG (`FF D8 FF`).
-    Jpeg,
-    /// DICOM Part 10 file (`DICM` at byte 128 or at byte 0) or a bare data set.
-    Dicom,
-}
-
-impl SourceFormat {
-    /// `png`, `jpeg` or `dicom`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceFormat::Png => "png",
-            SourceFormat::Jpeg => "jpeg",
-            SourceFormat::Dicom => "dicom",
-        }
-    }
-}
-
-impl std::fmt::Display for SourceFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SourceFormat::Png => "PNG",
-            SourceFormat::Jpeg => "JPEG",
-            SourceFormat::Dicom => "DICOM",
-        })
-    }
-}
+/// The format found by magic bytes (PNG `89 50 4E 47 0D 0A 1A 0A`, JPEG `FF D8 FF`, DICOM
+/// `DICM` at byte 128 or 0, or a bare data set). The same type the store keeps with a scan.
+pub use medpo_types::SourceFormat;
 
 /// The only facts about the source kept with a scan. Every string is a short code
 /// (DICOM CS values, sanitised to `A–Z 0–9 _ space -`), never free text.

@@ -80,7 +80,8 @@ pub struct NewModel {
     pub params: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The format an uploaded scan came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceFormat {
     Png,
@@ -103,6 +104,17 @@ impl SourceFormat {
             "dicom" => Some(Self::Dicom),
             _ => None,
         }
+    }
+}
+
+/// `PNG`, `JPEG` or `DICOM`, for messages.
+impl std::fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceFormat::Png => "PNG",
+            SourceFormat::Jpeg => "JPEG",
+            SourceFormat::Dicom => "DICOM",
+        })
     }
 }
 
