@@ -18,8 +18,8 @@ pub async fn current_user() -> Result<Option<User>, ServerFnError> {
     Ok(ssr::session().await?.map(|s| s.user))
 }
 
-/// Checks the password and starts a session (sets the cookie).
-#[server]
+/// Checks the password and starts a session (sets the cookie). `POST /api/login`.
+#[server(endpoint = "login")]
 pub async fn login(username: String, password: String) -> Result<User, ServerFnError> {
     ssr::login(&username, &password).await
 }
@@ -159,8 +159,12 @@ pub mod ssr {
 
     fn cookie_token() -> Option<String> {
         let parts = use_context::<axum::http::request::Parts>()?;
-        parts
-            .headers
+        token_in(&parts.headers)
+    }
+
+    /// The session token in a request's cookies, if any.
+    pub fn token_in(headers: &axum::http::HeaderMap) -> Option<String> {
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -188,6 +192,17 @@ pub mod ssr {
         let Some(token) = cookie_token() else { return Ok(None) };
         let c = ctx()?;
         c.store.session(&token_hash(&token)).await.map_err(store_err)
+    }
+
+    /// The live session of a plain axum request (the upload and streaming endpoints), if any.
+    pub async fn session_of(
+        store: &medpo_store::Store,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<medpo_store::users::SessionInfo>, medpo_store::Error> {
+        match token_in(headers) {
+            Some(token) => store.session(&token_hash(&token)).await,
+            None => Ok(None),
+        }
     }
 
     /// The signed-in user, or a 401 (not signed in) / 403 (role not allowed) error. Admins

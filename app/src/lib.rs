@@ -11,8 +11,11 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
 pub mod auth;
+pub mod browser;
 pub mod components;
 pub mod pages;
+pub mod vote;
+pub mod workbench;
 #[cfg(feature = "ssr")]
 pub mod ssr;
 

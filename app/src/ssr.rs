@@ -17,6 +17,8 @@ pub struct ServerContext {
     pub login_limiter: crate::auth::ssr::LoginLimiter,
     /// Add `Secure` to the session cookie (set when served over HTTPS).
     pub secure_cookies: bool,
+    /// The upload limit in MB, shown on the page.
+    pub max_upload_mb: usize,
 }
 
 /// The server context, or an error if called outside a request.

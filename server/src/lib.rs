@@ -24,8 +24,10 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+pub mod api;
 pub mod config;
 pub mod discover;
+pub mod engine;
 pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
@@ -36,6 +38,28 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub ctx: app::ssr::ServerContext,
     pub config: Arc<Config>,
+    /// Loaded models and the generation gate.
+    pub engine: Arc<engine::ModelPool>,
+}
+
+impl AppState {
+    /// The state for a config and an open store.
+    pub fn new(config: Config, store: medpo_store::Store) -> Self {
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+        AppState {
+            leptos_options: leptos_options(&config),
+            ctx: app::ssr::ServerContext {
+                store,
+                data_dir: config.data_dir.clone(),
+                models_dir: config.models_dir.clone(),
+                login_limiter: Default::default(),
+                secure_cookies: config.secure_cookies,
+                max_upload_mb: config.max_upload_bytes >> 20,
+            },
+            engine: Arc::new(engine::ModelPool::new(config.models_dir.clone(), 4, slots)),
+            config: Arc::new(config),
+        }
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -76,10 +100,13 @@ pub fn router(state: AppState) -> Router {
                 .then(|| HeaderValue::from_static("public, max-age=31536000, immutable"))
         }))
         .service(ServeDir::new(pkg_dir));
-    let limit = state.config.max_upload_bytes;
+    // The upload limit applies to the file; the form around it gets 1 MiB of slack.
+    let limit = state.config.max_upload_bytes + (1 << 20);
+    let limit_mb = state.config.max_upload_bytes >> 20;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(api::routes())
         .nest_service("/pkg", pkg)
         .leptos_routes_with_context(
             &state,
@@ -99,6 +126,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http())
                 .layer(axum::middleware::from_fn(same_origin_guard))
                 .layer(CompressionLayer::new())
+                .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                    too_large_message(next.run(req).await, limit_mb)
+                }))
                 .layer(axum::extract::DefaultBodyLimit::max(limit))
                 .layer(RequestBodyLimitLayer::new(limit))
                 .layer(SetResponseHeaderLayer::if_not_present(
@@ -145,6 +175,19 @@ pub async fn same_origin_guard(req: axum::extract::Request, next: axum::middlewa
         return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
     }
     next.run(req).await
+}
+
+/// A bare 413 from the body limit becomes a JSON message the page can show.
+fn too_large_message(res: axum::response::Response, limit_mb: usize) -> axum::response::Response {
+    let plain = res.headers().get(header::CONTENT_TYPE).is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({ "error": format!("the upload is larger than the server's limit of {limit_mb} MB") })),
+        )
+            .into_response();
+    }
+    res
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -217,17 +260,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(jobs = orphans, "marked training jobs left running by a previous server as failed");
     }
     discover::register_models_dir(&store, &config.models_dir).await;
-    let state = AppState {
-        leptos_options: leptos_options(&config),
-        ctx: app::ssr::ServerContext {
-            store: store.clone(),
-            data_dir: config.data_dir.clone(),
-            models_dir: config.models_dir.clone(),
-            login_limiter: Default::default(),
-            secure_cookies: config.secure_cookies,
-        },
-        config: Arc::new(config.clone()),
-    };
+    let state = AppState::new(config.clone(), store.clone());
     tracing::info!(
         address = %format!("http://{}", config.bind),
         database = %config.database_url_redacted(),

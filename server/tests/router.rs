@@ -1,7 +1,6 @@
 //! The HTTP application without a socket: health, readiness, server-rendered pages, the
 //! 404 page, the request size limit and a server-function round trip.
 
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -23,17 +22,7 @@ async fn app(max_upload_mb: u64) -> (axum::Router, medpo_store::Store, tempfile:
     .unwrap();
     config.prepare_data_dir().unwrap();
     let store = medpo_server::open_store(&config).await.unwrap();
-    let state = AppState {
-        leptos_options: medpo_server::leptos_options(&config),
-        ctx: app::ssr::ServerContext {
-            store: store.clone(),
-            data_dir: config.data_dir.clone(),
-            models_dir: config.models_dir.clone(),
-            login_limiter: Default::default(),
-            secure_cookies: config.secure_cookies,
-        },
-        config: Arc::new(config),
-    };
+    let state = AppState::new(config, store.clone());
     (router(state), store, dir)
 }
 
@@ -90,7 +79,7 @@ async fn unknown_urls_get_the_404_page() {
 #[tokio::test]
 async fn oversize_bodies_get_413() {
     let (app, _s, _d) = app(1).await;
-    let body = vec![b'a'; 2 << 20];
+    let body = vec![b'a'; 3 << 20];
     let res = app
         .oneshot(
             Request::post("/api/anything")
@@ -102,6 +91,9 @@ async fn oversize_bodies_get_413() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let msg = String::from_utf8_lossy(&body);
+    assert!(msg.contains("larger than the server's limit of 1 MB"), "{msg}");
 }
 
 #[tokio::test]

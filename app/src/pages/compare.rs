@@ -5,6 +5,7 @@ use leptos_meta::Title;
 use medpo_types::{ComparisonSummary, ModelEntry};
 
 use crate::components::{error_text, format_time, EmptyState, ErrorBox};
+use crate::workbench::Workbench;
 
 #[server]
 pub async fn compare_overview() -> Result<(Vec<ModelEntry>, Vec<ComparisonSummary>), ServerFnError> {
@@ -31,11 +32,12 @@ pub fn ComparePage() -> impl IntoView {
         <Title text="Compare — MedPO Arena"/>
         <h1>"Compare"</h1>
         <p class="lead">"Ask several checkpoints the same question about the same scan and read their answers side by side."</p>
+        <Workbench blind=false/>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || data.get().map(|r| match r {
                 Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
                 Ok((models, recent)) => view! {
-                    <h2>"Available models"</h2>
+                    <h2>"Registered models"</h2>
                     {if models.is_empty() {
                         view! { <EmptyState title="No model to compare yet"><p>"Register at least two checkpoints on the " <a href="/models">"Models"</a> " page (an SFT base and a variant)."</p></EmptyState> }.into_any()
                     } else {

@@ -389,3 +389,103 @@ impl Store {
 pub(crate) fn pair_row(r: &AnyRow) -> Result<PreferencePair> {
     pair_from_row(r)
 }
+
+impl Store {
+    /// Votes per unordered model pair, `(low id, high id, votes)`, for blind pair sampling.
+    pub async fn pair_vote_counts(&self) -> Result<Vec<(i64, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT CASE WHEN aa.model_id < ab.model_id THEN aa.model_id ELSE ab.model_id END AS lo, \
+                    CASE WHEN aa.model_id < ab.model_id THEN ab.model_id ELSE aa.model_id END AS hi, \
+                    COUNT(*) AS n \
+             FROM votes v JOIN answers aa ON aa.id = v.answer_a_id JOIN answers ab ON ab.id = v.answer_b_id \
+             GROUP BY 1, 2",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("lo")?, r.try_get("hi")?, r.try_get("n")?))).collect()
+    }
+
+    /// Logs how a blind comparison's pair was drawn.
+    pub async fn record_pair_sample(&self, comparison_id: i64, s: &medpo_types::PairSample) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO arena_samples (comparison_id, model_a_id, model_b_id, pair_votes, candidates, probability, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(comparison_id)
+        .bind(s.model_a_id)
+        .bind(s.model_b_id)
+        .bind(s.pair_votes)
+        .bind(s.candidates)
+        .bind(s.probability)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The pair-sampling log entry of a comparison, if it was drawn blind.
+    pub async fn pair_sample(&self, comparison_id: i64) -> Result<Option<medpo_types::PairSample>> {
+        let r = sqlx::query(
+            "SELECT model_a_id, model_b_id, pair_votes, candidates, probability FROM arena_samples WHERE comparison_id = $1",
+        )
+        .bind(comparison_id)
+        .fetch_optional(self.pool())
+        .await?;
+        r.map(|r| {
+            Ok(medpo_types::PairSample {
+                model_a_id: r.try_get("model_a_id")?,
+                model_b_id: r.try_get("model_b_id")?,
+                pair_votes: r.try_get("pair_votes")?,
+                candidates: r.try_get("candidates")?,
+                probability: r.try_get("probability")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether a rater already voted on a comparison.
+    pub async fn has_voted(&self, rater_id: i64, comparison_id: i64) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM votes WHERE rater_id = $1 AND comparison_id = $2")
+            .bind(rater_id)
+            .bind(comparison_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// A rater's own votes, newest first.
+    pub async fn rater_history(&self, rater_id: i64, limit: i64) -> Result<Vec<medpo_types::RaterVote>> {
+        let rows = sqlx::query(
+            "SELECT v.id, v.comparison_id, c.question, v.winner, v.blind, v.created_at, v.region_json, \
+                    ma.name AS model_a, mb.name AS model_b, \
+                    (SELECT COUNT(*) FROM vote_tags t WHERE t.vote_id = v.id) AS tags \
+             FROM votes v JOIN comparisons c ON c.id = v.comparison_id \
+             JOIN answers aa ON aa.id = v.answer_a_id JOIN models ma ON ma.id = aa.model_id \
+             JOIN answers ab ON ab.id = v.answer_b_id JOIN models mb ON mb.id = ab.model_id \
+             WHERE v.rater_id = $1 ORDER BY v.id DESC LIMIT $2",
+        )
+        .bind(rater_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let w: String = r.try_get("winner")?;
+                let blind: i64 = r.try_get("blind")?;
+                let region: Option<String> = r.try_get("region_json")?;
+                Ok(medpo_types::RaterVote {
+                    vote_id: r.try_get("id")?,
+                    comparison_id: r.try_get("comparison_id")?,
+                    question: r.try_get("question")?,
+                    model_a: r.try_get("model_a")?,
+                    model_b: r.try_get("model_b")?,
+                    winner: Winner::parse(&w).ok_or_else(|| Error::Invalid { field: "votes.winner", reason: w.clone() })?,
+                    blind: blind != 0,
+                    tags: r.try_get("tags")?,
+                    has_region: region.is_some(),
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}

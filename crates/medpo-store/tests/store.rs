@@ -292,6 +292,42 @@ async fn votes_make_pairs_atomically(s: &Store) {
 }
 both!(votes_make_pairs_atomically);
 
+async fn arena_sampling_and_history(s: &Store) {
+    let rater = s.create_user("rad2", "h", Role::Clinician).await.unwrap();
+    let sft = model(s, "sft", "sft", None).await;
+    let dpo = model(s, "dpo", "dpo", Some(sft.id)).await;
+    let sc = scan(s, 3).await;
+    let c = s.create_comparison(sc.id, "Which side?", true, Some(rater.id), &[answer(dpo.id, "Left."), answer(sft.id, "Right.")]).await.unwrap();
+    let sample = medpo_types::PairSample { model_a_id: dpo.id, model_b_id: sft.id, pair_votes: 0, candidates: 1, probability: 1.0 };
+    s.record_pair_sample(c.id, &sample).await.unwrap();
+    assert_eq!(s.pair_sample(c.id).await.unwrap(), Some(sample));
+    assert!(s.pair_vote_counts().await.unwrap().is_empty());
+    assert!(!s.has_voted(rater.id, c.id).await.unwrap());
+    let v = NewVote {
+        comparison_id: c.id,
+        rater_id: rater.id,
+        answer_a_id: c.answers[0].id,
+        answer_b_id: c.answers[1].id,
+        winner: Winner::A,
+        rationale: String::new(),
+        corrected_answer: None,
+        region: Some(Region { x: 1.0, y: 2.0, w: 3.0, h: 4.0 }),
+        blind: true,
+        tags: vec![ErrorTag { answer_id: Some(c.answers[1].id), tag: "laterality_location".into(), severity: Severity::Critical }],
+    };
+    s.record_vote(&v).await.unwrap();
+    assert!(s.has_voted(rater.id, c.id).await.unwrap());
+    // Counted once per unordered pair, whichever side each model was on.
+    let (lo, hi) = (sft.id.min(dpo.id), sft.id.max(dpo.id));
+    assert_eq!(s.pair_vote_counts().await.unwrap(), vec![(lo, hi, 1)]);
+    let h = s.rater_history(rater.id, 10).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].model_a.as_str(), h[0].model_b.as_str(), h[0].winner, h[0].tags, h[0].has_region), ("dpo", "sft", Winner::A, 1, true));
+    assert_eq!(h[0].question, "Which side?");
+    assert!(s.rater_history(rater.id + 1, 10).await.unwrap().is_empty());
+}
+both!(arena_sampling_and_history);
+
 async fn datasets_snapshots(s: &Store) {
     let d = s.create_dataset("radiology-v1", "first pass", None).await.unwrap();
     assert!(s.create_dataset("radiology-v1", "", None).await.unwrap_err().is_conflict());

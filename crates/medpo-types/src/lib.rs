@@ -323,6 +323,32 @@ pub struct VoteOutcome {
     pub created_at: i64,
 }
 
+/// One of a rater's own votes, for their history (names shown: they have voted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaterVote {
+    pub vote_id: i64,
+    pub comparison_id: i64,
+    pub question: String,
+    pub model_a: String,
+    pub model_b: String,
+    pub winner: Winner,
+    pub blind: bool,
+    pub tags: i64,
+    pub has_region: bool,
+    pub created_at: i64,
+}
+
+/// How a blind battle's pair was drawn: weights 1 / (1 + votes the pair already has), so
+/// under-voted pairs come up more often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairSample {
+    pub model_a_id: i64,
+    pub model_b_id: i64,
+    pub pair_votes: i64,
+    pub candidates: i64,
+    pub probability: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreferencePair {
     pub id: i64,
@@ -523,4 +549,89 @@ mod tests {
         let e = "doctor".parse::<Role>().unwrap_err();
         assert!(e.contains("doctor") && e.contains("clinician"));
     }
+}
+
+/// Generation settings a request may override (absent: the model's released default, or in
+/// blind mode one common greedy setting so settings do not give a model away).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SettingsOverride {
+    pub max_new_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+/// `POST /api/compare`: ask 2–4 models (named) or two drawn at random (blind, no ids).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRequest {
+    pub scan_id: i64,
+    pub question: String,
+    #[serde(default)]
+    pub model_ids: Vec<i64>,
+    #[serde(default)]
+    pub blind: bool,
+    #[serde(default)]
+    pub settings: SettingsOverride,
+}
+
+/// One column of a streamed comparison. In blind mode `model_id` and `model_name` are absent
+/// until the vote reveals them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    pub label: String,
+    pub model_id: Option<i64>,
+    pub model_name: Option<String>,
+    pub settings: GenerationSettings,
+}
+
+/// The events of a streamed comparison, one JSON object per line (`application/x-ndjson`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CompareEvent {
+    Start { blind: bool, columns: Vec<ColumnInfo> },
+    /// Text completed by one more token of a column.
+    Token { column: usize, text: String },
+    Done { column: usize, latency_ms: i64, first_token_ms: Option<i64>, tokens: usize },
+    /// This column failed; the others go on.
+    Error { column: usize, message: String },
+    /// Stored: the comparison and its answers' ids, by column.
+    Saved { comparison_id: i64, answer_ids: Vec<i64> },
+    /// Nothing stored (every model failed, or the database refused).
+    Failed { message: String },
+}
+
+/// A vote from the page. Positions are columns of the comparison; tags name a side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    pub comparison_id: i64,
+    pub a_position: i64,
+    pub b_position: i64,
+    pub winner: Winner,
+    #[serde(default)]
+    pub tags: Vec<SideTag>,
+    #[serde(default)]
+    pub rationale: String,
+    #[serde(default)]
+    pub corrected_answer: Option<String>,
+    #[serde(default)]
+    pub region: Option<Region>,
+}
+
+/// An error tag on answer A (`side = 'a'`) or B (`'b'`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideTag {
+    pub side: char,
+    pub tag: String,
+    pub severity: Severity,
+}
+
+/// What the page learns after a vote: its id and, now, which model was which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteReceipt {
+    pub vote_id: i64,
+    pub model_a: String,
+    pub model_b: String,
+    pub pairs: usize,
 }
