@@ -46,6 +46,7 @@ export default defineConfig({
     command: [
       `${binary} user add admin --admin --data-dir ${dataDir}`,
       `MEDPO_PASSWORD=viewer-password ${binary} user add viewer --role viewer --data-dir ${dataDir}`,
+      `MEDPO_PASSWORD=clinician-password ${binary} user add rad --role clinician --data-dir ${dataDir}`,
       `exec ${binary} serve --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
     ].join(' && '),
     url: `http://127.0.0.1:${port}/readyz`,
@@ -53,6 +54,7 @@ export default defineConfig({
     timeout: 60_000,
     stdout: 'pipe',
     stderr: 'pipe',
-    env: { MEDPO_LOG: 'info,tower_http=warn', MEDPO_PASSWORD: ADMIN_PASSWORD },
+    // A 2 MB upload limit so the oversize test sends 3 MB, not 51.
+    env: { MEDPO_LOG: 'info,tower_http=warn', MEDPO_PASSWORD: ADMIN_PASSWORD, MEDPO_MAX_UPLOAD_MB: '2' },
   },
 });

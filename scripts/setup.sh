@@ -49,7 +49,7 @@ if [ "$have_bindgen" != "$want_bindgen" ]; then
 fi
 
 if [ "$want_test" = 1 ]; then
-    apt_install chromium chromium-driver postgresql fonts-dejavu-core curl
+    apt_install chromium chromium-driver postgresql fonts-dejavu-core curl sqlite3
     lock_sum=$(sha256sum end2end/package-lock.json | cut -d' ' -f1)
     if [ ! -x end2end/node_modules/.bin/playwright ] || [ "$(cat end2end/node_modules/.medpo-lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
         echo "==> npm ci (Playwright test runner; uses the system Chromium)"

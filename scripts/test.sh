@@ -25,8 +25,14 @@ export MEDPO_E2E_PORT
 MEDPO_E2E_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export MEDPO_E2E_DATA_DIR
 MEDPO_E2E_DATA_DIR=$(mktemp -d /tmp/medpo-e2e.XXXXXX)
+# A synthetic CT DICOM carrying patient-identifying tags, written by the DICOM crate; the
+# upload test asserts none of them reaches the data folder.
+export MEDPO_E2E_DICOM
+MEDPO_E2E_DICOM="$(mktemp -d /tmp/medpo-e2e-in.XXXXXX)/synthetic-ct.dcm"
+cargo build --release -q -p medpo-imaging --example make_test_dicom
+target/release/examples/make_test_dicom "$MEDPO_E2E_DICOM"
 (cd end2end && npx playwright test) 2>&1 | tee "$e2e_log"
-rm -rf "$MEDPO_E2E_DATA_DIR"
+rm -rf "$MEDPO_E2E_DATA_DIR" "$(dirname "$MEDPO_E2E_DICOM")"
 e2e_passed=$(grep -Eo '^ *[0-9]+ passed' "$e2e_log" | tail -n1 | grep -Eo '[0-9]+' || echo 0)
 
 echo "==> graceful shutdown on SIGTERM (release server)"

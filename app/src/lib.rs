@@ -5,6 +5,9 @@
 //! takes over the server-rendered HTML. Server-only code sits behind `#[cfg(feature = "ssr")]`
 //! and never reaches the wasm build.
 
+// The workbench view is a deeply nested type; its layout needs more than the default 128.
+#![recursion_limit = "256"]
+
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes, A};

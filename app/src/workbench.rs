@@ -7,6 +7,7 @@ use medpo_types::{
     ColumnInfo, CompareEvent, CompareRequest, Region, Scan, SettingsOverride, Severity, SideTag, VoteReceipt, VoteRequest,
     Winner, ERROR_TAGS,
 };
+use send_wrapper::SendWrapper;
 use serde::Deserialize;
 
 use crate::components::ErrorBox;
@@ -27,6 +28,10 @@ pub struct Uploaded {
     #[serde(default)]
     pub notes: Vec<String>,
 }
+
+/// Bumped after each stored vote, so a page can refresh what votes change (the ratings).
+#[derive(Debug, Clone, Copy)]
+pub struct VotesChanged(pub RwSignal<u32>);
 
 /// One answer column as it streams in.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,10 +105,13 @@ pub fn Workbench(blind: bool) -> impl IntoView {
 fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
     let can_vote = info.can_vote();
     let max_mb = info.max_upload_mb;
+    let votes_changed = use_context::<VotesChanged>();
     // Scan.
     let scan = RwSignal::new(None::<Uploaded>);
     let preview = RwSignal::new(None::<Uploaded>);
-    let pending = StoredValue::new_local(None::<web_sys::File>);
+    // The chosen file stays in the browser (re-sent for each window preview). A `SendWrapper`
+    // only ever holds a value in the browser; on the server the slot stays empty.
+    let pending = StoredValue::new(None::<SendWrapper<web_sys::File>>);
     let preset = RwSignal::new(String::new());
     let center = RwSignal::new(String::new());
     let width = RwSignal::new(String::new());
@@ -128,11 +136,9 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
     let corrected = RwSignal::new(String::new());
     let region = RwSignal::new(None::<Region>);
     let marking = RwSignal::new(false);
-    let drag_from = RwSignal::new(None::<(f64, f64)>);
     let receipt = RwSignal::new(None::<VoteReceipt>);
     let vote_error = RwSignal::new(None::<String>);
     let voting = RwSignal::new(false);
-    let img_ref = NodeRef::<leptos::html::Img>::new();
 
     let reset_answers = move || {
         columns.set(vec![]);
@@ -172,12 +178,12 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
             let r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
             uploading.set(false);
             match r {
-                Ok(u) if as_preview && u.source_format == "dicom" => preview.set(Some(u)),
+                Ok(u) if as_preview && u.source_format.eq_ignore_ascii_case("dicom") => preview.set(Some(u)),
                 Ok(u) if as_preview => {
                     // Not DICOM after all: nothing to adjust, store it.
                     let _ = u;
                     preview.set(None);
-                    send_file_store(pending, preset, center, width, uploading, upload_error, scan, preview);
+                    store_pending(pending, uploading, upload_error, scan, preview);
                 }
                 Ok(u) => {
                     preview.set(None);
@@ -198,7 +204,7 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
             return;
         }
         let dicom = is_dicom_name(&name, &file.type_());
-        pending.set_value(Some(file));
+        pending.set_value(Some(SendWrapper::new(file)));
         preset.set(String::new());
         center.set(String::new());
         width.set(String::new());
@@ -296,6 +302,9 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                     });
                     marking.set(false);
                     receipt.set(Some(rc));
+                    if let Some(VotesChanged(tick)) = votes_changed {
+                        tick.update(|t| *t += 1);
+                    }
                 }
                 Err(e) => vote_error.set(Some(crate::components::error_text(&e))),
             }
@@ -332,25 +341,6 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
         winner.set(Some(w));
     });
     on_cleanup(move || keys.remove());
-
-    // Region drawing, in pixel coordinates of the stored scan.
-    let to_image = move |ev: &web_sys::PointerEvent| -> Option<(f64, f64)> {
-        let img = img_ref.get()?;
-        let r = img.get_bounding_client_rect();
-        let (nw, nh) = (img.natural_width() as f64, img.natural_height() as f64);
-        if r.width() <= 0.0 || r.height() <= 0.0 || nw <= 0.0 {
-            return None;
-        }
-        let x = ((ev.client_x() as f64 - r.left()) / r.width() * nw).clamp(0.0, nw);
-        let y = ((ev.client_y() as f64 - r.top()) / r.height() * nh).clamp(0.0, nh);
-        Some((x.round(), y.round()))
-    };
-    let drag_box = move |from: (f64, f64), to: (f64, f64)| Region {
-        x: from.0.min(to.0),
-        y: from.1.min(to.1),
-        w: (from.0 - to.0).abs(),
-        h: (from.1 - to.1).abs(),
-    };
 
     let models = info.models.clone();
     let mut bases: Vec<String> = models.iter().map(|m| m.base.clone()).collect();
@@ -419,36 +409,9 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                     </div>
                 })}
                 {move || scan.get().map(|u| {
-                    let (w, h) = (u.width as f64, u.height as f64);
                     view! {
-                        <div
-                            class="scan-stage"
-                            class:marking=move || marking.get()
-                            data-testid="scan-stage"
-                            on:pointerdown=move |ev: web_sys::PointerEvent| {
-                                if !marking.get_untracked() { return; }
-                                ev.prevent_default();
-                                if let Some(p) = to_image(&ev) { drag_from.set(Some(p)); region.set(None); }
-                            }
-                            on:pointermove=move |ev: web_sys::PointerEvent| {
-                                if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) { region.set(Some(drag_box(from, p))); }
-                            }
-                            on:pointerup=move |ev: web_sys::PointerEvent| {
-                                if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) {
-                                    let b = drag_box(from, p);
-                                    region.set((b.w >= 2.0 && b.h >= 2.0).then_some(b));
-                                }
-                                drag_from.set(None);
-                            }
-                        >
-                            <img node_ref=img_ref class="scan-img" data-testid="scan-img" src=u.url.clone() alt="The uploaded scan" draggable="false"/>
-                            {move || region.get().map(|r| view! {
-                                <div class="region-box" data-testid="region-box"
-                                    style:left=format!("{}%", r.x / w * 100.0)
-                                    style:top=format!("{}%", r.y / h * 100.0)
-                                    style:width=format!("{}%", r.w / w * 100.0)
-                                    style:height=format!("{}%", r.h / h * 100.0)></div>
-                            })}
+                        <div class="scan-stage">
+                            <img class="scan-img" data-testid="scan-img" src=u.url.clone() alt="The uploaded scan"/>
                         </div>
                         <p class="muted" data-testid="scan-meta">
                             {meta_text(&u)}
@@ -559,23 +522,20 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
 
             {move || saved.get().map(|(cid, _)| {
                 let n = columns.with(|c| c.len());
+                let (scan_url, sw, sh) = scan.get_untracked().map(|u| (u.url, u.width as f64, u.height as f64)).unwrap_or_default();
                 if !can_vote {
                     return view! { <p class="notice" data-testid="saved-note">"Comparison #" {cid} " stored. Only clinicians vote."</p> }.into_any();
                 }
                 view! { <VotePanel cid=cid n=n winner=winner a_pos=a_pos b_pos=b_pos tags=tags rationale=rationale corrected=corrected
-                    region=region marking=marking receipt=receipt vote_error=vote_error voting=voting submit=submit blind=blind/> }.into_any()
+                    region=region marking=marking receipt=receipt vote_error=vote_error voting=voting submit=submit blind=blind scan_url=scan_url sw=sw sh=sh/> }.into_any()
             })}
         </div>
     }
 }
 
-/// Stores the pending file (no preview).
-#[allow(clippy::too_many_arguments)]
-fn send_file_store(
-    pending: StoredValue<Option<web_sys::File>, LocalStorage>,
-    preset: RwSignal<String>,
-    center: RwSignal<String>,
-    width: RwSignal<String>,
+/// Stores the pending file as it is (a PNG or JPEG that looked like DICOM by its name).
+fn store_pending(
+    pending: StoredValue<Option<SendWrapper<web_sys::File>>>,
     uploading: RwSignal<bool>,
     upload_error: RwSignal<Option<String>>,
     scan: RwSignal<Option<Uploaded>>,
@@ -584,7 +544,6 @@ fn send_file_store(
     let Some(file) = pending.get_value() else { return };
     let Ok(form) = web_sys::FormData::new() else { return };
     let _ = form.append_with_blob_and_filename("file", &file, &file.name());
-    let _ = (preset, center, width);
     uploading.set(true);
     leptos::task::spawn_local(async move {
         let r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
@@ -617,7 +576,32 @@ fn VotePanel(
     voting: RwSignal<bool>,
     submit: impl Fn() + Copy + Send + Sync + 'static,
     blind: bool,
+    scan_url: String,
+    sw: f64,
+    sh: f64,
 ) -> impl IntoView {
+    let img_ref = NodeRef::<leptos::html::Img>::new();
+    let drag_from = RwSignal::new(None::<(f64, f64)>);
+    // Region drawing, in pixel coordinates of the stored scan.
+    let to_image = move |ev: &web_sys::PointerEvent| -> Option<(f64, f64)> {
+        let img = img_ref.get()?;
+        let r = img.get_bounding_client_rect();
+        let (nw, nh) = (img.natural_width() as f64, img.natural_height() as f64);
+        if r.width() <= 0.0 || r.height() <= 0.0 || nw <= 0.0 {
+            return None;
+        }
+        let x = ((ev.client_x() as f64 - r.left()) / r.width() * nw).clamp(0.0, nw);
+        let y = ((ev.client_y() as f64 - r.top()) / r.height() * nh).clamp(0.0, nh);
+        Some((x.round(), y.round()))
+    };
+    let drag_box = move |from: (f64, f64), to: (f64, f64)| Region {
+        x: from.0.min(to.0),
+        y: from.1.min(to.1),
+        w: (from.0 - to.0).abs(),
+        h: (from.1 - to.1).abs(),
+    };
+
+    let (w, h) = (sw.max(1.0), sh.max(1.0));
     let choice = move |w: Winner, label: &'static str, key: &'static str| {
         view! {
             <button type="button" class="choice" data-testid=format!("vote-{}", w.as_str())
@@ -703,6 +687,35 @@ fn VotePanel(
                 {move || region.get().map(|r| view! {
                     <span class="muted" data-testid="region-text">{format!("box at ({:.0}, {:.0}), {:.0}×{:.0} px", r.x, r.y, r.w, r.h)}</span>
                     <button type="button" class="link" on:click=move |_| region.set(None)>"clear"</button>
+                })}
+            </div>
+            <div
+                class="scan-stage vote-stage"
+                class:marking=move || marking.get()
+                data-testid="region-stage"
+                on:pointerdown=move |ev: web_sys::PointerEvent| {
+                    if !marking.get_untracked() { return; }
+                    ev.prevent_default();
+                    if let Some(p) = to_image(&ev) { drag_from.set(Some(p)); region.set(None); }
+                }
+                on:pointermove=move |ev: web_sys::PointerEvent| {
+                    if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) { region.set(Some(drag_box(from, p))); }
+                }
+                on:pointerup=move |ev: web_sys::PointerEvent| {
+                    if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) {
+                        let b = drag_box(from, p);
+                        region.set((b.w >= 2.0 && b.h >= 2.0).then_some(b));
+                    }
+                    drag_from.set(None);
+                }
+            >
+                <img node_ref=img_ref class="scan-img" data-testid="region-img" src=scan_url alt="The scan: drag a box over the evidence" draggable="false"/>
+                {move || region.get().map(|r| view! {
+                    <div class="region-box" data-testid="region-box"
+                        style:left=format!("{}%", r.x / w * 100.0)
+                        style:top=format!("{}%", r.y / h * 100.0)
+                        style:width=format!("{}%", r.w / w * 100.0)
+                        style:height=format!("{}%", r.h / h * 100.0)></div>
                 })}
             </div>
             <div class="row">

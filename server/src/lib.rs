@@ -7,6 +7,9 @@
 //! - `GET /pkg/*` — the hashed wasm, JS and CSS, cached for a year (`immutable`).
 //! - anything else — a file from the site root, or the app's 404 page.
 
+// The workbench view is a deeply nested type; its layout needs more than the default 128.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower::ServiceBuilder;
+use tower_http::compression::predicate::Predicate as _;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
@@ -125,7 +129,12 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
                 .layer(axum::middleware::from_fn(same_origin_guard))
-                .layer(CompressionLayer::new())
+                // Never compress the streamed answers: a compressor buffers, and tokens must
+                // reach the page as they are made.
+                .layer(CompressionLayer::new().compress_when(
+                    tower_http::compression::predicate::DefaultPredicate::new()
+                        .and(tower_http::compression::predicate::NotForContentType::const_new("application/x-ndjson")),
+                ))
                 .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| async move {
                     too_large_message(next.run(req).await, limit_mb)
                 }))

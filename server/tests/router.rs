@@ -1,7 +1,6 @@
 //! The HTTP application without a socket: health, readiness, server-rendered pages, the
 //! 404 page, the request size limit and a server-function round trip.
 
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use medpo_server::{router, AppState, Settings};

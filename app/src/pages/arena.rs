@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::components::{error_text, format_time, EmptyState, ErrorBox};
 use crate::vote::my_votes;
-use crate::workbench::Workbench;
+use crate::workbench::{VotesChanged, Workbench};
 
 /// One row of the ratings table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,8 +73,10 @@ pub async fn arena_overview() -> Result<(Vec<Rating>, Vec<VoteOutcome>), ServerF
 
 #[component]
 pub fn ArenaPage() -> impl IntoView {
-    let data = Resource::new(|| (), |_| arena_overview());
-    let mine = Resource::new(|| (), |_| my_votes());
+    let tick = RwSignal::new(0u32);
+    provide_context(VotesChanged(tick));
+    let data = Resource::new(move || tick.get(), |_| arena_overview());
+    let mine = Resource::new(move || tick.get(), |_| my_votes());
     view! {
         <Title text="Arena — MedPO Arena"/>
         <h1>"Arena"</h1>

@@ -220,12 +220,12 @@ pub async fn compare(State(state): State<AppState>, headers: HeaderMap, Json(req
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let stream = futures::StreamExt::fuse(futures::stream::unfold(rx, |mut rx| async move {
         let ev = rx.recv().await?;
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(line), rx))
-    });
+    }));
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store"), (header::HeaderName::from_static("x-accel-buffering"), "no")],
         Body::from_stream(stream),
