@@ -60,7 +60,10 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --exclude frontend --no-fail-fast 2>&1 | tee "$unit_log"
     unit_passed=$(grep -Eo '[0-9]+ tests run: [0-9]+ passed' "$unit_log" | tail -n1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
 else
-    cargo test --workspace --exclude frontend --no-fail-fast 2>&1 | tee "$unit_log"
+    # Without nextest every test binary runs its tests as threads of one process; the
+    # server-rendering tests can then stall (each test has its own tokio runtime and Leptos'
+    # executor is process-global), so run them one at a time.
+    cargo test --workspace --exclude frontend --no-fail-fast -- --test-threads 1 2>&1 | tee "$unit_log"
     unit_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$unit_log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 fi
 

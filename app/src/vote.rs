@@ -108,7 +108,7 @@ pub async fn submit_vote(vote: VoteRequest) -> Result<VoteReceipt, ServerFnError
         _ => 1,
     };
     tracing::info!(vote = stored.id, comparison = comparison.id, rater = %user.username, winner = vote.winner.as_str(), "vote stored");
-    Ok(VoteReceipt { vote_id: stored.id, model_a, model_b, pairs })
+    Ok(VoteReceipt { vote_id: stored.id, model_a, model_b, model_a_id: a.model_id, model_b_id: b.model_id, pairs })
 }
 
 /// The signed-in rater's own votes, newest first (empty when signed out).

@@ -295,9 +295,11 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                     columns.update(|c| {
                         if let Some(col) = c.get_mut(a) {
                             col.info.model_name = Some(rc.model_a.clone());
+                            col.info.model_id = Some(rc.model_a_id);
                         }
                         if let Some(col) = c.get_mut(b) {
                             col.info.model_name = Some(rc.model_b.clone());
+                            col.info.model_id = Some(rc.model_b_id);
                         }
                     });
                     marking.set(false);

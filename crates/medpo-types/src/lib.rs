@@ -633,5 +633,7 @@ pub struct VoteReceipt {
     pub vote_id: i64,
     pub model_a: String,
     pub model_b: String,
+    pub model_a_id: i64,
+    pub model_b_id: i64,
     pub pairs: usize,
 }
