@@ -64,6 +64,7 @@ impl Store {
         if answers.is_empty() || answers.len() > 4 {
             return Err(Error::Invalid { field: "answers", reason: format!("need 1 to 4 answers, got {}", answers.len()) });
         }
+        let turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
@@ -103,6 +104,7 @@ impl Store {
             })?;
         }
         tx.commit().await?;
+        drop(turn);
         self.comparison(id).await
     }
 
@@ -183,6 +185,7 @@ impl Store {
         }
         let scan = self.scan(comparison.scan_id).await?;
 
+        let turn = self.write_turn().await;
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
         let region_json = v.region.as_ref().map(to_json);
@@ -246,6 +249,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        drop(turn);
         self.vote(id).await
     }
 

@@ -136,6 +136,10 @@ impl Default for ConnectSettings {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time; a writer that finds the lock taken sleeps in SQLite's
+    /// busy handler (up to 100 ms a try), which makes tail latency under load. Write
+    /// transactions on SQLite queue here instead, in arrival order.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -193,7 +197,16 @@ impl Store {
                 url: redact_url(url),
                 source,
             })?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, writer: Default::default() })
+    }
+
+    /// Held for the length of a write transaction: on SQLite it queues writers in order (see
+    /// `writer`); on Postgres it is a no-op.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writer.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// Runs the migrations of this store's backend (idempotent).
