@@ -72,15 +72,22 @@ pub async fn submit_vote(vote: VoteRequest) -> Result<VoteReceipt, ServerFnError
             ));
         }
     }
-    let mut tags = Vec::new();
+    if vote.tags.len() > 2 * medpo_types::ERROR_TAGS.len() {
+        return Err(bad_input(StatusCode::UNPROCESSABLE_ENTITY, "too many error tags"));
+    }
+    let mut tags: Vec<ErrorTag> = Vec::new();
     for t in &vote.tags {
         let answer_id = match t.side {
             'a' | 'A' => a.id,
             'b' | 'B' => b.id,
             other => return Err(bad_input(StatusCode::UNPROCESSABLE_ENTITY, format!("tag side `{other}` is not A or B"))),
         };
-        tags.push(ErrorTag { answer_id: Some(answer_id), tag: t.tag.clone(), severity: t.severity });
+        // The same tag twice on one answer: keep the first.
+        if !tags.iter().any(|x| x.answer_id == Some(answer_id) && x.tag == t.tag) {
+            tags.push(ErrorTag { answer_id: Some(answer_id), tag: t.tag.clone(), severity: t.severity });
+        }
     }
+    // A fast answer for the common case; the unique index (rater, comparison) decides races.
     if c.store.has_voted(user.id, comparison.id).await.map_err(store_err)? {
         return Err(bad_input(StatusCode::CONFLICT, "you have already voted on this comparison"));
     }

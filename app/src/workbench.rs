@@ -117,6 +117,8 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
     let width = RwSignal::new(String::new());
     let upload_error = RwSignal::new(None::<String>);
     let uploading = RwSignal::new(false);
+    // Each upload request gets a number; a reply to an older one is dropped.
+    let upload_seq = RwSignal::new(0u32);
     // Question and models.
     let question = RwSignal::new(String::new());
     let chosen = RwSignal::new(Vec::<i64>::new());
@@ -174,8 +176,13 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
         }
         uploading.set(true);
         upload_error.set(None);
+        upload_seq.update(|n| *n += 1);
+        let seq = upload_seq.get_untracked();
         leptos::task::spawn_local(async move {
             let r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
+            if upload_seq.get_untracked() != seq {
+                return;
+            }
             uploading.set(false);
             match r {
                 Ok(u) if as_preview && u.source_format.eq_ignore_ascii_case("dicom") => preview.set(Some(u)),
@@ -252,21 +259,33 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                             c.error = Some(message);
                         }
                     }),
-                    CompareEvent::Saved { comparison_id, answer_ids } => saved.set(Some((comparison_id, answer_ids))),
+                    CompareEvent::Saved { comparison_id, answer_ids } => {
+                        let good: Vec<usize> =
+                            columns.with_untracked(|c| c.iter().enumerate().filter(|(_, c)| c.error.is_none()).map(|(i, _)| i).collect());
+                        if good.len() >= 2 {
+                            a_pos.set(good[0]);
+                            b_pos.set(good[1]);
+                        }
+                        saved.set(Some((comparison_id, answer_ids)));
+                    }
                     CompareEvent::Failed { message } => ask_error.set(Some(message)),
                 }
             })
             .await;
             asking.set(false);
-            if let Err(e) = r {
-                ask_error.set(Some(e));
+            match r {
+                Err(e) => ask_error.set(Some(e)),
+                Ok(()) if saved.get_untracked().is_none() && ask_error.get_untracked().is_none() => {
+                    ask_error.set(Some("the answers stopped before they were stored; ask again".into()))
+                }
+                Ok(()) => {}
             }
         });
     };
 
     let submit = move || {
         let (Some((cid, _)), Some(w)) = (saved.get_untracked(), winner.get_untracked()) else { return };
-        if voting.get_untracked() || receipt.get_untracked().is_some() {
+        if voting.get_untracked() || receipt.get_untracked().is_some() || a_pos.get_untracked() == b_pos.get_untracked() {
             return;
         }
         let corr = corrected.get_untracked().trim().to_string();
@@ -289,6 +308,10 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
         leptos::task::spawn_local(async move {
             let r = crate::vote::submit_vote(req).await;
             voting.set(false);
+            // The user may have asked a new question meanwhile: this reply is not about it.
+            if saved.get_untracked().map(|s| s.0) != Some(cid) {
+                return;
+            }
             match r {
                 Ok(rc) => {
                     let (a, b) = (a_pos.get_untracked(), b_pos.get_untracked());
@@ -316,7 +339,7 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
     // Keyboard shortcuts while a comparison waits for a vote: 1 A, 2 B, 3 tie, 4 both bad,
     // Ctrl+Enter submits. Ignored while typing in a field.
     let keys = window_event_listener(leptos::ev::keydown, move |e: web_sys::KeyboardEvent| {
-        if !can_vote || saved.get_untracked().is_none() || receipt.get_untracked().is_some() {
+        if !can_vote || saved.get_untracked().is_none() || receipt.get_untracked().is_some() || voting.get_untracked() {
             return;
         }
         use wasm_bindgen::JsCast;
@@ -396,11 +419,11 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                                     width.set(String::new());
                                     send_file(true);
                                 }>
-                                    <option value="">"From the file"</option>
-                                    <option value="lung">"Lung (C −600 / W 1500)"</option>
-                                    <option value="mediastinum">"Mediastinum (C 40 / W 400)"</option>
-                                    <option value="bone">"Bone (C 400 / W 1800)"</option>
-                                    <option value="brain">"Brain (C 40 / W 80)"</option>
+                                    <option value="" selected=move || preset.get().is_empty()>"From the file"</option>
+                                    <option value="lung" selected=move || preset.get() == "lung">"Lung (C −600 / W 1500)"</option>
+                                    <option value="mediastinum" selected=move || preset.get() == "mediastinum">"Mediastinum (C 40 / W 400)"</option>
+                                    <option value="bone" selected=move || preset.get() == "bone">"Bone (C 400 / W 1800)"</option>
+                                    <option value="brain" selected=move || preset.get() == "brain">"Brain (C 40 / W 80)"</option>
                                 </select>
                             </label>
                             <label>"Center " <input type="number" class="short" data-testid="window-center" prop:value=move || center.get() on:input=move |ev| center.set(event_target_value(&ev))/></label>
@@ -479,7 +502,7 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                     class="primary"
                     data-testid="ask"
                     disabled=move || {
-                        asking.get() || scan.get().and_then(|u| u.scan).is_none() || question.get().trim().is_empty()
+                        asking.get() || voting.get() || scan.get().and_then(|u| u.scan).is_none() || question.get().trim().is_empty()
                             || (!blind && !(2..=4).contains(&chosen.get().len())) || !enough_models
                     }
                     on:click=move |_| ask()
@@ -524,12 +547,16 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
 
             {move || saved.get().map(|(cid, _)| {
                 let n = columns.with(|c| c.len());
+                let good: Vec<usize> = columns.with(|c| c.iter().enumerate().filter(|(_, c)| c.error.is_none()).map(|(i, _)| i).collect());
+                if good.len() < 2 {
+                    return view! { <p class="notice" data-testid="saved-note">"Comparison #" {cid} " stored, but fewer than two models answered, so there is nothing to vote on."</p> }.into_any();
+                }
                 let (scan_url, sw, sh) = scan.get_untracked().map(|u| (u.url, u.width as f64, u.height as f64)).unwrap_or_default();
                 if !can_vote {
                     return view! { <p class="notice" data-testid="saved-note">"Comparison #" {cid} " stored. Only clinicians vote."</p> }.into_any();
                 }
                 view! { <VotePanel cid=cid n=n winner=winner a_pos=a_pos b_pos=b_pos tags=tags rationale=rationale corrected=corrected
-                    region=region marking=marking receipt=receipt vote_error=vote_error voting=voting submit=submit blind=blind scan_url=scan_url sw=sw sh=sh/> }.into_any()
+                    region=region marking=marking receipt=receipt vote_error=vote_error voting=voting submit=submit blind=blind scan_url=scan_url sw=sw sh=sh good=good/> }.into_any()
             })}
         </div>
     }
@@ -581,9 +608,12 @@ fn VotePanel(
     scan_url: String,
     sw: f64,
     sh: f64,
+    /// Columns that answered (failed ones cannot be voted on).
+    good: Vec<usize>,
 ) -> impl IntoView {
     let img_ref = NodeRef::<leptos::html::Img>::new();
     let drag_from = RwSignal::new(None::<(f64, f64)>);
+    let good_count = good.len();
     // Region drawing, in pixel coordinates of the stored scan.
     let to_image = move |ev: &web_sys::PointerEvent| -> Option<(f64, f64)> {
         let img = img_ref.get()?;
@@ -608,6 +638,7 @@ fn VotePanel(
         view! {
             <button type="button" class="choice" data-testid=format!("vote-{}", w.as_str())
                 class:selected=move || winner.get() == Some(w)
+                aria-pressed=move || (winner.get() == Some(w)).to_string()
                 on:click=move |_| winner.set(Some(w))>
                 {label} " " <kbd>{key}</kbd>
             </button>
@@ -635,7 +666,7 @@ fn VotePanel(
                             }/>
                         {*label}
                     </label>
-                    <select data-testid=sev_id disabled=move || !has()
+                    <select data-testid=sev_id aria-label=format!("Severity: {label}, answer {}", side.to_ascii_uppercase()) disabled=move || !has()
                         on:change={
                             let k = k3.clone();
                             move |ev| {
@@ -651,17 +682,19 @@ fn VotePanel(
             }
         }).collect_view()
     };
-    let pos_select = move |sig: RwSignal<usize>, testid: &'static str| {
+    let _ = n;
+    let pos_select = move |sig: RwSignal<usize>, testid: &'static str, label: &'static str| {
+        let good = good.clone();
         view! {
-            <select data-testid=testid on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(0))>
-                {(0..n).map(|i| view! { <option value=i.to_string() selected=move || sig.get() == i>{format!("Model {}", (b'A' + i as u8) as char)}</option> }).collect_view()}
+            <select data-testid=testid aria-label=label on:change=move |ev| sig.set(event_target_value(&ev).parse().unwrap_or(0))>
+                {good.into_iter().map(|i| view! { <option value=i.to_string() selected=move || sig.get() == i>{format!("Model {}", (b'A' + i as u8) as char)}</option> }).collect_view()}
             </select>
         }
     };
     view! {
         <section class="panel vote-panel" data-testid="vote-panel">
             <h2>"3 · Your judgement"</h2>
-            {(n > 2).then(|| view! { <p>"Compare " {pos_select(a_pos, "pick-a")} " (A) with " {pos_select(b_pos, "pick-b")} " (B)."</p> })}
+            {(good_count > 2).then(|| view! { <p>"Compare " {pos_select(a_pos, "pick-a", "Answer A")} " (A) with " {pos_select(b_pos, "pick-b", "Answer B")} " (B)."</p> })}
             <div class="choices">
                 {choice(Winner::A, "A is better", "1")}
                 {choice(Winner::B, "B is better", "2")}
@@ -698,11 +731,18 @@ fn VotePanel(
                 on:pointerdown=move |ev: web_sys::PointerEvent| {
                     if !marking.get_untracked() { return; }
                     ev.prevent_default();
+                    // Keep the drag even when the pointer leaves the image.
+                    use wasm_bindgen::JsCast;
+                    if let Some(el) = ev.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) {
+                        let _ = el.set_pointer_capture(ev.pointer_id());
+                    }
                     if let Some(p) = to_image(&ev) { drag_from.set(Some(p)); region.set(None); }
                 }
                 on:pointermove=move |ev: web_sys::PointerEvent| {
+                    if ev.buttons() == 0 { drag_from.set(None); return; }
                     if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) { region.set(Some(drag_box(from, p))); }
                 }
+                on:pointercancel=move |_| drag_from.set(None)
                 on:pointerup=move |ev: web_sys::PointerEvent| {
                     if let (Some(from), Some(p)) = (drag_from.get_untracked(), to_image(&ev)) {
                         let b = drag_box(from, p);

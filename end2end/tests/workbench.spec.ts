@@ -70,9 +70,15 @@ test('upload a PNG, ask two models and read both answers as they stream', async 
     await expect(cols.nth(i).getByTestId('model-name')).toBeVisible();
   }
   await expect(page.getByTestId('vote-panel')).toBeVisible();
-  // The stream was NDJSON events: start, tokens, done per column, saved.
-  const body = await res.text();
-  const events = body.trim().split('\n').map((l) => JSON.parse(l));
+  // The stream is NDJSON events: start, tokens, done per column, saved. (Chromium does not
+  // keep the body the page read as a stream, so ask the API again for it.)
+  const scanId = Number(sql('SELECT MAX(id) FROM scans'));
+  const ids = sql('SELECT id FROM models ORDER BY id LIMIT 2').split('\n').map(Number);
+  const again = await page.request.post('/api/compare', {
+    data: { scan_id: scanId, question: 'Is there evidence of a pneumothorax?', model_ids: ids, settings: { max_new_tokens: 16 } },
+  });
+  expect(again.status()).toBe(200);
+  const events = (await again.text()).trim().split('\n').map((l) => JSON.parse(l));
   expect(events[0].type).toBe('start');
   expect(events.filter((e) => e.type === 'token').length).toBeGreaterThan(2);
   expect(events.at(-1).type).toBe('saved');

@@ -9,4 +9,5 @@ CREATE TABLE arena_samples (
     probability    DOUBLE PRECISION NOT NULL,
     created_at     BIGINT  NOT NULL
 );
-CREATE INDEX votes_rater_comparison ON votes(rater_id, comparison_id);
+-- One vote per rater and comparison, enforced by the database (two tabs, a double submit).
+CREATE UNIQUE INDEX votes_rater_comparison ON votes(rater_id, comparison_id);

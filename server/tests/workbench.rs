@@ -220,6 +220,24 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
     let img = image::load_from_memory(&seen).unwrap();
     assert_eq!(img.width(), img.height());
 
+    // Blind, the failing column says nothing that names the model or its files.
+    let req = serde_json::json!({ "scan_id": scan_id, "question": "Blind?", "model_ids": [good, broken], "blind": true,
+        "settings": { "max_new_tokens": 4 } });
+    let (st, body) = send(
+        &e,
+        Request::post("/api/compare")
+            .header("content-type", "application/json")
+            .header("cookie", &e.cookie)
+            .body(Body::from(req.to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("huatuo") && !text.contains("llava") && !text.contains("safetensors"), "{text}");
+    assert!(text.contains("\"type\":\"error\""), "{text}");
+    e.store.comparison(2).await.unwrap();
+
     // Fewer than two models, or an unknown one, is refused before anything runs.
     for ids in [serde_json::json!([good]), serde_json::json!([good, 999])] {
         let req = serde_json::json!({ "scan_id": scan_id, "question": "q", "model_ids": ids });
@@ -234,5 +252,5 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
         .await;
         assert!(st.is_client_error(), "{st}");
     }
-    assert_eq!(e.store.overview().await.unwrap().comparisons, 1);
+    assert_eq!(e.store.overview().await.unwrap().comparisons, 2);
 }

@@ -11,7 +11,9 @@ use crate::workbench::Workbench;
 pub async fn compare_overview() -> Result<(Vec<ModelEntry>, Vec<ComparisonSummary>), ServerFnError> {
     let ctx = crate::ssr::ctx()?;
     let models = ctx.store.list_models().await.map_err(crate::ssr::store_err)?;
-    let recent = ctx.store.recent_comparisons(25).await.map_err(crate::ssr::store_err)?;
+    // Questions are clinicians' free text: only signed-in users see them.
+    let signed_in = crate::auth::ssr::session().await?.is_some();
+    let recent = if signed_in { ctx.store.recent_comparisons(25).await.map_err(crate::ssr::store_err)? } else { vec![] };
     // Blind comparisons never send their model names to the browser.
     let recent = recent
         .into_iter()

@@ -57,6 +57,20 @@ impl Store {
         created_by: Option<i64>,
         answers: &[NewAnswer],
     ) -> Result<Comparison> {
+        self.create_comparison_drawn(scan_id, question, blind, created_by, answers, None).await
+    }
+
+    /// Stores a comparison, all its answers and, for a blind pair drawn by the arena, how it
+    /// was drawn (`arena_samples`), in one transaction.
+    pub async fn create_comparison_drawn(
+        &self,
+        scan_id: i64,
+        question: &str,
+        blind: bool,
+        created_by: Option<i64>,
+        answers: &[NewAnswer],
+        sample: Option<&medpo_types::PairSample>,
+    ) -> Result<Comparison> {
         let question = question.trim();
         if question.is_empty() {
             return Err(Error::Invalid { field: "question", reason: "must not be empty".into() });
@@ -102,6 +116,21 @@ impl Store {
                 }
                 _ => Error::Db(e),
             })?;
+        }
+        if let Some(sm) = sample {
+            sqlx::query(
+                "INSERT INTO arena_samples (comparison_id, model_a_id, model_b_id, pair_votes, candidates, probability, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(sm.model_a_id)
+            .bind(sm.model_b_id)
+            .bind(sm.pair_votes)
+            .bind(sm.candidates)
+            .bind(sm.probability)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         drop(turn);
@@ -407,24 +436,6 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(|r| Ok((r.try_get("lo")?, r.try_get("hi")?, r.try_get("n")?))).collect()
-    }
-
-    /// Logs how a blind comparison's pair was drawn.
-    pub async fn record_pair_sample(&self, comparison_id: i64, s: &medpo_types::PairSample) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO arena_samples (comparison_id, model_a_id, model_b_id, pair_votes, candidates, probability, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(comparison_id)
-        .bind(s.model_a_id)
-        .bind(s.model_b_id)
-        .bind(s.pair_votes)
-        .bind(s.candidates)
-        .bind(s.probability)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     /// The pair-sampling log entry of a comparison, if it was drawn blind.

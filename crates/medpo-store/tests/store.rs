@@ -263,19 +263,22 @@ async fn votes_make_pairs_atomically(s: &Store) {
     assert!(pairs.iter().all(|p| p.chosen.starts_with("A 1 cm") && p.vote_id == Some(stored.id)));
     assert_eq!(pairs[0].tags, vec!["missed_finding"]);
 
-    // A plain win: the winner's answer is chosen.
-    let v2 = NewVote { winner: Winner::B, corrected_answer: None, tags: vec![], region: None, ..v.clone() };
+    // A plain win (another rater: one vote per rater and comparison): the winner's answer is chosen.
+    let rater2 = s.create_user("rad-b", "h", Role::Clinician).await.unwrap();
+    let rater3 = s.create_user("rad-c", "h", Role::Clinician).await.unwrap();
+    let v2 = NewVote { rater_id: rater2.id, winner: Winner::B, corrected_answer: None, tags: vec![], region: None, ..v.clone() };
     s.record_vote(&v2).await.unwrap();
     let p = &s.preference_pairs(1).await.unwrap()[0];
     assert_eq!((p.chosen.as_str(), p.rejected.as_str()), ("Yes, right upper lobe.", "No."));
     assert_eq!(p.chosen_model_id, Some(dpo.id));
     // A tie gives no pair.
-    s.record_vote(&NewVote { winner: Winner::Tie, ..v2.clone() }).await.unwrap();
+    s.record_vote(&NewVote { rater_id: rater3.id, winner: Winner::Tie, ..v2.clone() }).await.unwrap();
     assert_eq!(s.overview().await.unwrap().pairs, 3);
 
-    let outcomes = s.vote_outcomes(Some(rater.id)).await.unwrap();
-    assert_eq!(outcomes.len(), 3);
-    assert_eq!((outcomes[1].model_a.as_str(), outcomes[1].model_b.as_str(), outcomes[1].winner), ("sft", "dpo", Winner::B));
+    assert_eq!(s.vote_outcomes(None).await.unwrap().len(), 3);
+    let outcomes = s.vote_outcomes(Some(rater2.id)).await.unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!((outcomes[0].model_a.as_str(), outcomes[0].model_b.as_str(), outcomes[0].winner), ("sft", "dpo", Winner::B));
     assert!(s.vote_outcomes(Some(rater.id + 100)).await.unwrap().is_empty());
 
     // An answer from another comparison is refused.
@@ -297,9 +300,11 @@ async fn arena_sampling_and_history(s: &Store) {
     let sft = model(s, "sft", "sft", None).await;
     let dpo = model(s, "dpo", "dpo", Some(sft.id)).await;
     let sc = scan(s, 3).await;
-    let c = s.create_comparison(sc.id, "Which side?", true, Some(rater.id), &[answer(dpo.id, "Left."), answer(sft.id, "Right.")]).await.unwrap();
     let sample = medpo_types::PairSample { model_a_id: dpo.id, model_b_id: sft.id, pair_votes: 0, candidates: 1, probability: 1.0 };
-    s.record_pair_sample(c.id, &sample).await.unwrap();
+    let c = s
+        .create_comparison_drawn(sc.id, "Which side?", true, Some(rater.id), &[answer(dpo.id, "Left."), answer(sft.id, "Right.")], Some(&sample))
+        .await
+        .unwrap();
     assert_eq!(s.pair_sample(c.id).await.unwrap(), Some(sample));
     assert!(s.pair_vote_counts().await.unwrap().is_empty());
     assert!(!s.has_voted(rater.id, c.id).await.unwrap());
@@ -317,6 +322,9 @@ async fn arena_sampling_and_history(s: &Store) {
     };
     s.record_vote(&v).await.unwrap();
     assert!(s.has_voted(rater.id, c.id).await.unwrap());
+    // One vote per rater and comparison, even when the check above is raced.
+    let again = s.record_vote(&NewVote { winner: Winner::B, ..v.clone() }).await.unwrap_err();
+    assert!(again.is_conflict(), "{again}");
     // Counted once per unordered pair, whichever side each model was on.
     let (lo, hi) = (sft.id.min(dpo.id), sft.id.max(dpo.id));
     assert_eq!(s.pair_vote_counts().await.unwrap(), vec![(lo, hi, 1)]);

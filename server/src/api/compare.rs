@@ -4,8 +4,8 @@
 //! Blind mode without model ids draws two enabled models with weights 1 / (1 + votes the
 //! pair already has), on random sides, and logs the draw (`arena_samples`). When every column
 //! has finished the comparison and its answers are stored in one transaction; a column that
-//! fails is stored as failed (and cannot be voted on); if every column fails nothing is
-//! stored.
+//! fails is stored as failed (and cannot be voted on); if every column fails, or the page
+//! has gone away, nothing is stored.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -181,8 +181,10 @@ pub async fn compare(State(state): State<AppState>, headers: HeaderMap, Json(req
                     }
                 };
                 if let Err(msg) = &outcome {
-                    tracing::warn!(model = %name, error = %msg, "column failed");
-                    let _ = tx.send(CompareEvent::Error { column, message: msg.clone() }).await;
+                    tracing::warn!(model = %name, column, error = %msg, "column failed");
+                    // Blind: the message would name the model (or its files); say less.
+                    let message = if blind { "this model failed to answer; the server log has the reason".to_string() } else { msg.clone() };
+                    let _ = tx.send(CompareEvent::Error { column, message }).await;
                 }
                 (info, outcome)
             }));
@@ -202,13 +204,13 @@ pub async fn compare(State(state): State<AppState>, headers: HeaderMap, Json(req
             let _ = tx.send(CompareEvent::Failed { message: "no model answered, so nothing was stored".into() }).await;
             return;
         }
-        match store.create_comparison(scan.id, &question, blind, Some(user.id), &answers).await {
+        if tx.is_closed() {
+            // The page went away: nobody can vote on these answers, so keep nothing.
+            tracing::info!(user = %user.username, "the client left before the answers were complete; nothing stored");
+            return;
+        }
+        match store.create_comparison_drawn(scan.id, &question, blind, Some(user.id), &answers, sample.as_ref()).await {
             Ok(c) => {
-                if let Some(s) = &sample {
-                    if let Err(e) = store.record_pair_sample(c.id, s).await {
-                        tracing::error!(error = %e, comparison = c.id, "could not log the blind pair draw");
-                    }
-                }
                 tracing::info!(comparison = c.id, blind, models = answers.len(), "comparison stored");
                 let _ = tx
                     .send(CompareEvent::Saved { comparison_id: c.id, answer_ids: c.answers.iter().map(|a| a.id).collect() })

@@ -135,7 +135,13 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, mp: Multi
     }
     let sha = decoded.sha256();
     let path = scan_path(&state.ctx.data_dir, &sha);
-    let wrote = write_once(&path, &decoded.png_bytes).map_err(|e| ApiError::internal("storing the scan failed", e))?;
+    let wrote = {
+        let (path, bytes) = (path.clone(), decoded.png_bytes.clone());
+        tokio::task::spawn_blocking(move || write_once(&path, &bytes))
+            .await
+            .map_err(|e| ApiError::internal("storing the scan failed", e))?
+            .map_err(|e| ApiError::internal("storing the scan failed", e))?
+    };
     let new = NewScan {
         sha256: sha.clone(),
         path: path.strip_prefix(&state.ctx.data_dir).unwrap_or(&path).display().to_string(),
@@ -151,9 +157,10 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, mp: Multi
     let (scan, created) = match state.ctx.store.insert_scan(&new).await {
         Ok(r) => r,
         Err(e) => {
-            // Nothing stored on a failed request: remove a file this request created.
-            if wrote {
-                let _ = std::fs::remove_file(&path);
+            // Nothing stored on a failed request: remove the file this request created,
+            // unless another request has meanwhile stored a row that points to it.
+            if wrote && matches!(state.ctx.store.scan_by_sha(&sha).await, Ok(None)) {
+                let _ = tokio::fs::remove_file(&path).await;
             }
             return Err(e.into());
         }
@@ -174,9 +181,19 @@ fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     }
     let dir = path.parent().ok_or_else(|| std::io::Error::other("scan path has no folder"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("scan"), std::process::id()));
+    // A name of its own per write: two uploads of the same scan may race here.
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{:016x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("scan"),
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+    // Same content either way: if another request renamed first, this rename replaces it.
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(true)
 }
 
@@ -193,7 +210,8 @@ pub async fn serve(State(state): State<AppState>, headers: HeaderMap, UrlPath(fi
     }
     let path = scan_path(&state.ctx.data_dir, &sha.to_ascii_lowercase());
     match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok(png(bytes, "private, max-age=31536000, immutable")),
+        // Short and private: a shared workstation should not keep scans after sign-out.
+        Ok(bytes) => Ok(png(bytes, "private, max-age=600")),
         Err(_) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no scan `{file}`"))),
     }
 }
@@ -224,5 +242,5 @@ pub async fn seen_by_model(
     .await
     .map_err(|e| ApiError::internal("preprocessing failed", e))?
     .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("model `{}`: {e}", model.name)))?;
-    Ok(png(out, "private, max-age=3600"))
+    Ok(png(out, "private, max-age=600"))
 }
