@@ -208,14 +208,20 @@ pub mod ssr {
     /// The signed-in user, or a 401 (not signed in) / 403 (role not allowed) error. Admins
     /// may do everything.
     pub async fn require(roles: &[Role]) -> Result<User, ServerFnError> {
-        match session().await? {
-            None => Err(bad_input(StatusCode::UNAUTHORIZED, "sign in first (your session may have expired)")),
-            Some(s) if s.user.role == Role::Admin || roles.contains(&s.user.role) => Ok(s.user),
-            Some(s) => Err(bad_input(
+        allowed(session().await?.map(|s| s.user), roles).map_err(|(status, msg)| bad_input(status, msg))
+    }
+
+    /// The role rule behind [`require`] and the server's JSON endpoints: the user if signed in
+    /// with one of `roles` (admins always), else 401 or 403 with a message.
+    pub fn allowed(user: Option<User>, roles: &[Role]) -> Result<User, (StatusCode, String)> {
+        match user {
+            None => Err((StatusCode::UNAUTHORIZED, "sign in first (your session may have expired)".into())),
+            Some(u) if u.role == Role::Admin || roles.contains(&u.role) => Ok(u),
+            Some(u) => Err((
                 StatusCode::FORBIDDEN,
                 format!(
                     "a {} account cannot do this; it needs one of: {}",
-                    s.user.role.as_str(),
+                    u.role.as_str(),
                     roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             )),

@@ -29,14 +29,7 @@ pub fn ctx() -> Result<ServerContext, ServerFnError> {
 /// Turns a storage error into a message for the page. Input problems (not found, conflict,
 /// invalid) are shown as they are; database failures are logged and shown generically.
 pub fn store_err(e: medpo_store::Error) -> ServerFnError {
-    use medpo_store::Error as E;
-    let status = match &e {
-        E::NotFound { .. } => Some(http::StatusCode::NOT_FOUND),
-        E::Invalid { .. } => Some(http::StatusCode::UNPROCESSABLE_ENTITY),
-        _ if e.is_conflict() => Some(http::StatusCode::CONFLICT),
-        _ => None,
-    };
-    match status {
+    match store_status(&e) {
         Some(code) => {
             set_status(code);
             ServerFnError::new(e.to_string())
@@ -45,6 +38,18 @@ pub fn store_err(e: medpo_store::Error) -> ServerFnError {
             tracing::error!(error = %e, "storage error in a server function");
             ServerFnError::new("the database could not complete the request; see the server log")
         }
+    }
+}
+
+/// The 4xx status of a storage error caused by the input (not found, invalid, conflict), or
+/// `None` for a database failure. Shared by server functions and the server's JSON endpoints.
+pub fn store_status(e: &medpo_store::Error) -> Option<http::StatusCode> {
+    use medpo_store::Error as E;
+    match e {
+        E::NotFound { .. } => Some(http::StatusCode::NOT_FOUND),
+        E::Invalid { .. } => Some(http::StatusCode::UNPROCESSABLE_ENTITY),
+        _ if e.is_conflict() => Some(http::StatusCode::CONFLICT),
+        _ => None,
     }
 }
 

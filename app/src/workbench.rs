@@ -155,13 +155,11 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
         ask_error.set(None);
     };
 
-    // Sends the pending file: `preview` renders only (DICOM window adjustment), otherwise stores.
-    let send_file = move |as_preview: bool| {
-        let Some(file) = pending.get_value() else { return };
-        let form = match web_sys::FormData::new() {
-            Ok(f) => f,
-            Err(_) => return,
-        };
+    // The upload form for the pending file: `preview` renders only (DICOM window adjustment),
+    // otherwise the server stores it.
+    let build_form = move |as_preview: bool| -> Option<web_sys::FormData> {
+        let file = pending.get_value()?;
+        let form = web_sys::FormData::new().ok()?;
         let _ = form.append_with_blob_and_filename("file", &file, &file.name());
         let (p, c, w) = (preset.get_untracked(), center.get_untracked(), width.get_untracked());
         if !p.is_empty() {
@@ -174,24 +172,30 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
         if as_preview {
             let _ = form.append_with_str("preview", "1");
         }
+        Some(form)
+    };
+
+    let send_file = move |as_preview: bool| {
+        let Some(form) = build_form(as_preview) else { return };
         uploading.set(true);
         upload_error.set(None);
         upload_seq.update(|n| *n += 1);
         let seq = upload_seq.get_untracked();
         leptos::task::spawn_local(async move {
-            let r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
+            let mut previewing = as_preview;
+            let mut r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
+            if previewing && matches!(&r, Ok(u) if !u.source_format.eq_ignore_ascii_case("dicom")) {
+                // Not DICOM after all: nothing to adjust, store it as it is.
+                let Some(form) = build_form(false) else { return };
+                previewing = false;
+                r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
+            }
             if upload_seq.get_untracked() != seq {
                 return;
             }
             uploading.set(false);
             match r {
-                Ok(u) if as_preview && u.source_format.eq_ignore_ascii_case("dicom") => preview.set(Some(u)),
-                Ok(u) if as_preview => {
-                    // Not DICOM after all: nothing to adjust, store it.
-                    let _ = u;
-                    preview.set(None);
-                    store_pending(pending, uploading, upload_error, scan, preview);
-                }
+                Ok(u) if previewing => preview.set(Some(u)),
                 Ok(u) => {
                     preview.set(None);
                     region.set(None);
@@ -560,31 +564,6 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
             })}
         </div>
     }
-}
-
-/// Stores the pending file as it is (a PNG or JPEG that looked like DICOM by its name).
-fn store_pending(
-    pending: StoredValue<Option<SendWrapper<web_sys::File>>>,
-    uploading: RwSignal<bool>,
-    upload_error: RwSignal<Option<String>>,
-    scan: RwSignal<Option<Uploaded>>,
-    preview: RwSignal<Option<Uploaded>>,
-) {
-    let Some(file) = pending.get_value() else { return };
-    let Ok(form) = web_sys::FormData::new() else { return };
-    let _ = form.append_with_blob_and_filename("file", &file, &file.name());
-    uploading.set(true);
-    leptos::task::spawn_local(async move {
-        let r = crate::browser::post_form::<Uploaded>("/api/scans", &form).await;
-        uploading.set(false);
-        match r {
-            Ok(u) => {
-                preview.set(None);
-                scan.set(Some(u));
-            }
-            Err(e) => upload_error.set(Some(e)),
-        }
-    });
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -64,6 +64,16 @@ async fn send(e: &Env, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     (status, axum::body::to_bytes(res.into_body(), 50 << 20).await.unwrap().to_vec())
 }
 
+/// A signed-in JSON POST.
+async fn post_json(e: &Env, path: &str, body: &serde_json::Value) -> (StatusCode, Vec<u8>) {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("cookie", &e.cookie)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(e, req).await
+}
+
 async fn upload(e: &Env, name: &str, bytes: &[u8]) -> (StatusCode, serde_json::Value) {
     let (ct, body) = multipart(name, bytes);
     let req = Request::post("/api/scans").header("content-type", ct).header("cookie", &e.cookie).body(Body::from(body)).unwrap();
@@ -162,15 +172,7 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
     let scan_id = up["scan"]["id"].as_i64().unwrap();
     let req = serde_json::json!({ "scan_id": scan_id, "question": "What is shown?", "model_ids": [good, broken],
         "settings": { "max_new_tokens": 8 } });
-    let (st, body) = send(
-        &e,
-        Request::post("/api/compare")
-            .header("content-type", "application/json")
-            .header("cookie", &e.cookie)
-            .body(Body::from(req.to_string()))
-            .unwrap(),
-    )
-    .await;
+    let (st, body) = post_json(&e, "/api/compare", &req).await;
     assert_eq!(st, StatusCode::OK);
     let events: Vec<CompareEvent> =
         String::from_utf8(body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -200,15 +202,7 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
 
     // A vote on a failed answer is refused; the image the model saw is its 336x336... crop.
     let vote = serde_json::json!({ "vote": { "comparison_id": comparison_id, "a_position": 0, "b_position": 1, "winner": "a" } });
-    let (st, body) = send(
-        &e,
-        Request::post("/api/vote")
-            .header("content-type", "application/json")
-            .header("cookie", &e.cookie)
-            .body(Body::from(vote.to_string()))
-            .unwrap(),
-    )
-    .await;
+    let (st, body) = post_json(&e, "/api/vote", &vote).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("failed answer"));
     let (st, seen) = send(
@@ -223,15 +217,7 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
     // Blind, the failing column says nothing that names the model or its files.
     let req = serde_json::json!({ "scan_id": scan_id, "question": "Blind?", "model_ids": [good, broken], "blind": true,
         "settings": { "max_new_tokens": 4 } });
-    let (st, body) = send(
-        &e,
-        Request::post("/api/compare")
-            .header("content-type", "application/json")
-            .header("cookie", &e.cookie)
-            .body(Body::from(req.to_string()))
-            .unwrap(),
-    )
-    .await;
+    let (st, body) = post_json(&e, "/api/compare", &req).await;
     assert_eq!(st, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(!text.contains("huatuo") && !text.contains("llava") && !text.contains("safetensors"), "{text}");
@@ -241,15 +227,7 @@ async fn a_broken_model_fails_in_its_column_while_the_other_answers() {
     // Fewer than two models, or an unknown one, is refused before anything runs.
     for ids in [serde_json::json!([good]), serde_json::json!([good, 999])] {
         let req = serde_json::json!({ "scan_id": scan_id, "question": "q", "model_ids": ids });
-        let (st, _) = send(
-            &e,
-            Request::post("/api/compare")
-                .header("content-type", "application/json")
-                .header("cookie", &e.cookie)
-                .body(Body::from(req.to_string()))
-                .unwrap(),
-        )
-        .await;
+        let (st, _) = post_json(&e, "/api/compare", &req).await;
         assert!(st.is_client_error(), "{st}");
     }
     assert_eq!(e.store.overview().await.unwrap().comparisons, 2);

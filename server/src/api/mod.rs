@@ -52,12 +52,9 @@ impl IntoResponse for ApiError {
 
 impl From<medpo_store::Error> for ApiError {
     fn from(e: medpo_store::Error) -> Self {
-        use medpo_store::Error as E;
-        match &e {
-            E::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, e.to_string()),
-            E::Invalid { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-            _ if e.is_conflict() => Self::new(StatusCode::CONFLICT, e.to_string()),
-            _ => Self::internal("the database could not complete the request", e),
+        match app::ssr::store_status(&e) {
+            Some(status) => Self::new(status, e.to_string()),
+            None => Self::internal("the database could not complete the request", e),
         }
     }
 }
@@ -65,18 +62,7 @@ impl From<medpo_store::Error> for ApiError {
 /// The signed-in user if their role is one of `roles` (admins always), else 401/403.
 pub async fn require(state: &AppState, headers: &HeaderMap, roles: &[Role]) -> Result<User, ApiError> {
     let session = app::auth::ssr::session_of(&state.ctx.store, headers).await?;
-    match session {
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "sign in first (your session may have expired)")),
-        Some(s) if s.user.role == Role::Admin || roles.contains(&s.user.role) => Ok(s.user),
-        Some(s) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "a {} account cannot do this; it needs one of: {}",
-                s.user.role.as_str(),
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        )),
-    }
+    app::auth::ssr::allowed(session.map(|s| s.user), roles).map_err(|(status, msg)| ApiError::new(status, msg))
 }
 
 /// Roles that may upload scans and ask models.
