@@ -5,7 +5,7 @@
 //! Only differentiable ops are used (`layer_norm_slow`, `ops::softmax`), so the tower can be
 //! fine-tuned; it is a small part of the cost next to the decoder.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use crate::loader::Linear;
 
 use crate::config::{VisionAct, VisionConfig};
@@ -29,7 +29,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)?)
+        crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -73,13 +73,14 @@ impl EncoderLayer {
             Ok(l.forward(&y)?.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let (q, k, v) = (split(&self.q_proj)?, split(&self.k_proj)?, split(&self.v_proj)?);
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let att = candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(&v)?;
+        // Scaling q (t × d) rather than the scores (t × t) is the same up to rounding.
+        let scores = (q * (hd as f64).powf(-0.5))?.matmul(&k.t()?)?;
+        let att = crate::fused::softmax_last_dim(&scores)?.matmul(&v)?;
         let att = att.transpose(1, 2)?.reshape((b, t, h))?;
         let x = (x + self.out_proj.forward(&att)?)?;
         let y = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
         let y = match self.act {
-            VisionAct::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+            VisionAct::QuickGelu => crate::fused::quick_gelu(&y)?,
             VisionAct::Gelu => y.gelu_erf()?,
         };
         Ok((x + self.fc2.forward(&y)?)?)

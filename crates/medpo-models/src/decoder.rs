@@ -553,7 +553,18 @@ impl Decoder {
         let rep = nh / nkv;
         let tk = offset + t;
         let any_pad = cache.valid.iter().any(|r| r.iter().any(|v| !v));
-        let mask = if t > 1 || any_pad {
+        let fuse = self.device().is_cpu() && self.dtype() == DType::F32;
+        // The same mask for the fused CPU softmax: (B, T, Tk), shared by every head.
+        let allowed = (fuse && (t > 1 || any_pad)).then(|| {
+            let mut m = Vec::with_capacity(b * t * tk);
+            for row in &cache.valid {
+                for i in 0..t {
+                    m.extend(row.iter().take(tk).enumerate().map(|(j, &v)| v && j <= offset + i));
+                }
+            }
+            std::sync::Arc::new(m)
+        });
+        let mask = if !fuse && (t > 1 || any_pad) {
             // (B, 1, rep·T, Tk): row r·T + i is query i of the r-th head in the group.
             let m = self.mask(&cache.valid, offset, t)?;
             let m = if rep > 1 { Tensor::cat(&vec![&m; rep], 2)? } else { m };
@@ -581,19 +592,19 @@ impl Decoder {
                 None => (k, v),
             };
             cache.kv[li] = Some((k.clone(), v.clone()));
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let scores = (q.matmul(&k.t()?)? * scale)?;
-            let scores = match &mask {
-                Some(m) => m.where_cond(&scores, &neg)?,
-                None => scores,
+            let q = (q.reshape((b, nkv, rep * t, hd))? * scale)?;
+            let scores = q.matmul(&k.t()?)?;
+            let probs = match (&allowed, &mask) {
+                (Some(allowed), _) => crate::fused::masked_softmax(&scores, allowed.clone(), t)?,
+                (None, Some(m)) => candle_nn::ops::softmax_last_dim(&m.where_cond(&scores, &neg)?)?,
+                (None, None) => crate::fused::softmax_last_dim(&scores)?,
             };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + a.o_proj.forward(&att)?)?;
             let h = rms_norm_fast(&x, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
-            let g = m.gate_proj.forward(&h)?.silu()?;
-            x = (x + m.down_proj.forward(&(g * m.up_proj.forward(&h)?)?)?)?;
+            let g = crate::fused::silu_mul(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
+            x = (x + m.down_proj.forward(&g)?)?;
         }
         rms_norm_fast(&x, &self.norm, eps)
     }

@@ -311,7 +311,17 @@ impl Linear {
         let rows: usize = lead.iter().product();
         let x2 = if x.is_contiguous() { x.reshape((rows, in_dim))? } else { x.contiguous()?.reshape((rows, in_dim))? };
         let w = if self.transposed { self.weight.clone() } else { self.weight.t()? };
-        let y = if x2.track_op() && !self.weight.track_op() && x2.device().is_cpu() {
+        let small = rows <= crate::gemv::MAX_ROWS
+            && x2.device().is_cpu()
+            && x2.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && self.weight.is_contiguous()
+            && !x2.track_op()
+            && !self.weight.track_op();
+        let y = if small {
+            // A decode step: one pass over the weight instead of a packed GEMM (`gemv.rs`).
+            x2.apply_op2_no_bwd(&self.weight, &crate::gemv::SmallRowsMatmul { w_out_in: !self.transposed })?
+        } else if x2.track_op() && !self.weight.track_op() && x2.device().is_cpu() {
             // Training through a frozen layer (LoRA): only the input needs a gradient.
             x2.apply_op1(FrozenMatmul { w })?
         } else {
