@@ -1,8 +1,9 @@
 //! The decoder shared by Mistral, Llama and Qwen2 (Qwen2 adds q/k/v biases; see `mistral.rs`
 //! and `qwen2.rs`), with two forward paths:
 //!
-//! - [`Decoder::forward_train`]: differentiable ops only (`ops::softmax`, `rms_norm_slow`, a
-//!   hand-written rotary embedding, explicit causal/padding masks), logits at every position;
+//! - [`Decoder::forward_train`]: differentiable ops only (a masked softmax, RMSNorm, rotary
+//!   embedding and SwiGLU with hand-written backward passes on the CPU, `fused_grad.rs`, and
+//!   candle's composites elsewhere; explicit causal/padding masks), logits at every position;
 //! - [`Decoder::forward_cached`]: the fast inference path with a KV cache (`softmax_last_dim`,
 //!   fused `rms_norm` and `rope`, which have no backward).
 //!
@@ -236,24 +237,8 @@ impl candle_core::CustomOp1 for MaskedSoftmax {
     }
 }
 
-/// Differentiable RMSNorm: computed in f32 as transformers does, back to the input dtype.
-fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let dt = x.dtype();
-    let xf = if dt == DType::F64 { x.clone() } else { x.to_dtype(DType::F32)? };
-    let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = xf.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dt)?;
-    Ok(normed.broadcast_mul(w)?)
-}
-
 fn rms_norm_fast(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
-}
-
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
 }
 
 /// Mask value for disallowed attention scores: finite, so fully masked (padding) rows stay finite.
@@ -381,6 +366,20 @@ impl Decoder {
         let b = pos.len();
         let t = pos.first().map_or(0, Vec::len);
         let half = self.inv_freq.len();
+        let (cos, sin) = self.rope_values(pos);
+        let dev = self.device();
+        let dt = self.dtype();
+        Ok((
+            Tensor::from_vec(cos, (b, t, half), dev)?.to_dtype(dt)?,
+            Tensor::from_vec(sin, (b, t, half), dev)?.to_dtype(dt)?,
+        ))
+    }
+
+    /// cos and sin (B, T, D/2) row-major, in float32 as transformers computes them.
+    fn rope_values(&self, pos: &[Vec<usize>]) -> (Vec<f32>, Vec<f32>) {
+        let b = pos.len();
+        let t = pos.first().map_or(0, Vec::len);
+        let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(b * t * half);
         let mut sin = Vec::with_capacity(b * t * half);
         for row in pos {
@@ -392,12 +391,7 @@ impl Decoder {
                 }
             }
         }
-        let dev = self.device();
-        let dt = self.dtype();
-        Ok((
-            Tensor::from_vec(cos, (b, t, half), dev)?.to_dtype(dt)?,
-            Tensor::from_vec(sin, (b, t, half), dev)?.to_dtype(dt)?,
-        ))
+        (cos, sin)
     }
 
     /// A (B, 1, Tq, Tk) u8 mask: query i (absolute position `offset + i`) may see key j when
@@ -449,10 +443,8 @@ impl Decoder {
         let (b, t) = self.check_embeds(embeds)?;
         let valid = Self::valid_rows(attention_mask, b, t)?;
         let pos = positions(&valid, &vec![0; b]);
-        let (cos, sin) = self.rope_tables(&pos)?;
-        // (B, 1, T, D): the halves repeated, as transformers' rotate_half convention needs.
-        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(1)?;
-        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?;
+        let (cos, sin) = self.rope_values(&pos);
+        let rope = crate::fused_grad::RopeTables::new(cos, sin, b, t, self.inv_freq.len());
         let mask = self.mask(&valid, 0, t)?;
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let eps = self.cfg.rms_norm_eps;
@@ -473,13 +465,13 @@ impl Decoder {
         });
         let mut x = embeds.to_dtype(self.dtype())?;
         for layer in &self.layers {
-            let h = rms_norm_diff(&x, &layer.input_layernorm, eps)?;
+            let h = crate::fused_grad::rms_norm(&x, &layer.input_layernorm, eps)?;
             let a = &layer.self_attn;
             let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
             let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
             let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = (q.broadcast_mul(&cos)? + rotate_half(&q)?.broadcast_mul(&sin)?)?.contiguous()?;
-            let k = (k.broadcast_mul(&cos)? + rotate_half(&k)?.broadcast_mul(&sin)?)?.contiguous()?;
+            let q = crate::fused_grad::rope(&q, &rope)?;
+            let k = crate::fused_grad::rope(&k, &rope)?;
             let k = repeat_kv(k, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
             let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
@@ -489,12 +481,12 @@ impl Decoder {
             };
             let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + a.o_proj.forward(&att)?)?;
-            let h = rms_norm_diff(&x, &layer.post_attention_layernorm, eps)?;
+            let h = crate::fused_grad::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
-            let g = m.gate_proj.forward(&h)?.silu()?;
-            x = (x + m.down_proj.forward(&(g * m.up_proj.forward(&h)?)?)?)?;
+            let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
+            x = (x + m.down_proj.forward(&g)?)?;
         }
-        rms_norm_diff(&x, &self.norm, eps)
+        crate::fused_grad::rms_norm(&x, &self.norm, eps)
     }
 
     /// Fast inference forward with a KV cache. `embeds` (B, T, H) are appended after the cached

@@ -14,6 +14,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod fused;
+pub mod fused_grad;
 pub mod gemv;
 pub mod generate;
 pub mod llava;
