@@ -11,6 +11,7 @@
 //! LLaVA splices in the image features.
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 use crate::loader::Linear;
 
 use crate::config::TextConfig;
@@ -108,98 +109,67 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
 }
 
-/// Softmax over the last axis of (B, heads, T, T) scores where only `mask[b, i, j]` entries
-/// take part (the others get probability 0; a row with none is uniform, as with a finite fill
-/// value). Its backward, p ⊙ (g − Σ g ⊙ p), needs only the output.
+/// Softmax over the last axis of `scale ·` (B, heads, T, T) scores where only `mask[b, i, j]`
+/// entries take part (the others get probability 0; a row with none is uniform, as with a
+/// finite fill value). Its backward, `scale · p ⊙ (g − Σ g ⊙ p)`, needs only the output and is
+/// one pass too ([`MaskedSoftmaxBwd`]). float32 rows use the vectorised kernel of `fused.rs`.
 #[derive(Clone)]
 struct MaskedSoftmax {
     /// (B, T, T), row-major.
     mask: std::sync::Arc<Vec<bool>>,
     heads: usize,
     t: usize,
+    scale: f64,
 }
 
 impl MaskedSoftmax {
-    /// Rows split over candle's CPU threads.
-    fn run<F: num_like::Float + Send + Sync>(&self, x: &[F]) -> Vec<F> {
+    fn mask_row(&self, r: usize) -> &[bool] {
+        let (t, i, b) = (self.t, r % self.t, r / (self.t * self.heads));
+        &self.mask[(b * t + i) * t..(b * t + i + 1) * t]
+    }
+
+    fn run_f32(&self, x: &[f32]) -> Vec<f32> {
         let t = self.t;
-        let mut out = vec![F::zero(); x.len()];
-        let rows = x.len() / t;
-        let per = rows.div_ceil(candle_core::utils::get_num_threads().clamp(1, rows.max(1)));
-        std::thread::scope(|sc| {
-            for (c, (xc, oc)) in x.chunks(per * t).zip(out.chunks_mut(per * t)).enumerate() {
-                sc.spawn(move || self.rows(xc, oc, c * per));
-            }
-        });
+        let scale = self.scale as f32;
+        let isa = crate::gemv::isa();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each_init(
+            || vec![0f32; t],
+            |tmp, (r, (or, xr))| {
+                for (d, &v) in tmp.iter_mut().zip(xr) {
+                    *d = v * scale;
+                }
+                crate::fused::kernels::softmax_row(isa, tmp, Some(self.mask_row(r)), or);
+            },
+        );
         out
     }
 
-    fn rows<F: num_like::Float>(&self, x: &[F], out: &mut [F], first_row: usize) {
+    fn run_f64(&self, x: &[f64]) -> Vec<f64> {
         let t = self.t;
-        for (r, (xr, or)) in x.chunks(t).zip(out.chunks_mut(t)).enumerate() {
-            let r = r + first_row;
-            let i = r % t;
-            let b = r / (t * self.heads);
-            let m = &self.mask[(b * t + i) * t..(b * t + i + 1) * t];
-            let mut max = F::neg_inf();
+        let mut out = vec![0f64; x.len()];
+        out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(r, (or, xr))| {
+            let m = self.mask_row(r);
+            let mut max = f64::NEG_INFINITY;
             for (v, &k) in xr.iter().zip(m) {
-                if k && *v > max {
-                    max = *v;
+                if k && v * self.scale > max {
+                    max = v * self.scale;
                 }
             }
-            if max == F::neg_inf() {
-                let u = F::from_f64(1.0 / t as f64);
-                or.iter_mut().for_each(|o| *o = u);
-                continue;
+            if max == f64::NEG_INFINITY {
+                or.fill(1.0 / t as f64);
+                return;
             }
-            let mut sum = F::zero();
+            let mut sum = 0.0;
             for ((o, v), &k) in or.iter_mut().zip(xr).zip(m) {
                 if k {
-                    *o = (*v - max).exp();
-                    sum = sum + *o;
+                    *o = (v * self.scale - max).exp();
+                    sum += *o;
                 }
             }
-            or.iter_mut().for_each(|o| *o = *o / sum);
-        }
-    }
-}
-
-mod num_like {
-    pub trait Float:
-        Copy + PartialOrd + std::ops::Sub<Output = Self> + std::ops::Add<Output = Self> + std::ops::Div<Output = Self>
-    {
-        fn zero() -> Self;
-        fn neg_inf() -> Self;
-        fn exp(self) -> Self;
-        fn from_f64(v: f64) -> Self;
-    }
-    impl Float for f32 {
-        fn zero() -> Self {
-            0.0
-        }
-        fn neg_inf() -> Self {
-            f32::NEG_INFINITY
-        }
-        fn exp(self) -> Self {
-            f32::exp(self)
-        }
-        fn from_f64(v: f64) -> Self {
-            v as f32
-        }
-    }
-    impl Float for f64 {
-        fn zero() -> Self {
-            0.0
-        }
-        fn neg_inf() -> Self {
-            f64::NEG_INFINITY
-        }
-        fn exp(self) -> Self {
-            f64::exp(self)
-        }
-        fn from_f64(v: f64) -> Self {
-            v
-        }
+            or.iter_mut().for_each(|o| *o /= sum);
+        });
+        out
     }
 }
 
@@ -223,17 +193,66 @@ impl candle_core::CustomOp1 for MaskedSoftmax {
             return Err(candle_core::Error::msg(format!("masked-softmax: unexpected shape {dims:?}")));
         }
         let out = match s {
-            C::F32(v) => C::F32(self.run(&v[a..z])),
-            C::F64(v) => C::F64(self.run(&v[a..z])),
+            C::F32(v) => C::F32(self.run_f32(&v[a..z])),
+            C::F64(v) => C::F64(self.run_f64(&v[a..z])),
             _ => return Err(candle_core::Error::msg("masked-softmax: f32 or f64 only")),
         };
         Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let gp = (grad * res)?;
-        let s = gp.sum_keepdim(D::Minus1)?;
-        Ok(Some((gp - res.broadcast_mul(&s)?)?))
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &MaskedSoftmaxBwd { t: self.t, scale: self.scale })?))
+    }
+}
+
+/// `scale · p ⊙ (g − Σ_row g ⊙ p)` from the softmax output `p` and the incoming gradient `g`.
+struct MaskedSoftmaxBwd {
+    t: usize,
+    scale: f64,
+}
+
+fn softmax_bwd<F>(p: &[F], g: &[F], t: usize, scale: F) -> Vec<F>
+where
+    F: Copy + Send + Sync + Default + std::ops::Mul<Output = F> + std::ops::Sub<Output = F> + std::ops::Add<Output = F>,
+{
+    let mut out = vec![F::default(); p.len()];
+    out.par_chunks_mut(t).zip(p.par_chunks(t).zip(g.par_chunks(t))).for_each(|(o, (p, g))| {
+        let mut s = F::default();
+        for (&pv, &gv) in p.iter().zip(g) {
+            s = s + pv * gv;
+        }
+        for ((o, &pv), &gv) in o.iter_mut().zip(p).zip(g) {
+            *o = scale * pv * (gv - s);
+        }
+    });
+    out
+}
+
+impl candle_core::CustomOp2 for MaskedSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "masked-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as C;
+        let (Some((a1, z1)), Some((a2, z2))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            return Err(candle_core::Error::msg("masked-softmax-bwd: inputs must be contiguous"));
+        };
+        if l1.shape() != l2.shape() {
+            return Err(candle_core::Error::msg("masked-softmax-bwd: output and gradient shapes differ"));
+        }
+        let out = match (s1, s2) {
+            (C::F32(p), C::F32(g)) => C::F32(softmax_bwd(&p[a1..z1], &g[a2..z2], self.t, self.scale as f32)),
+            (C::F64(p), C::F64(g)) => C::F64(softmax_bwd(&p[a1..z1], &g[a2..z2], self.t, self.scale)),
+            _ => return Err(candle_core::Error::msg("masked-softmax-bwd: f32 or f64 only")),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -461,7 +480,7 @@ impl Decoder {
                     }
                 }
             }
-            MaskedSoftmax { mask: std::sync::Arc::new(m), heads: nh, t }
+            MaskedSoftmax { mask: std::sync::Arc::new(m), heads: nh, t, scale: 1.0 / (hd as f64).sqrt() }
         });
         let mut x = embeds.to_dtype(self.dtype())?;
         for layer in &self.layers {
@@ -474,10 +493,13 @@ impl Decoder {
             let k = crate::fused_grad::rope(&k, &rope)?;
             let k = repeat_kv(k, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
-            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
             let probs = match &fused {
-                Some(op) => scores.contiguous()?.apply_op1(op.clone())?,
-                None => candle_nn::ops::softmax(&mask.where_cond(&scores, &neg)?, D::Minus1)?,
+                // The 1/√d scale is applied inside the op (one pass fewer over the scores).
+                Some(op) => q.matmul(&k.t()?)?.contiguous()?.apply_op1(op.clone())?,
+                None => {
+                    let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+                    candle_nn::ops::softmax(&mask.where_cond(&scores, &neg)?, D::Minus1)?
+                }
             };
             let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + a.o_proj.forward(&att)?)?;
@@ -625,11 +647,11 @@ mod tests {
         let vals: Vec<f64> = (0..b * h * t * t).map(|k| ((k * 37 % 17) as f64 - 8.0) / 3.0).collect();
         let x = candle_core::Var::from_vec(vals, (b, h, t, t), &Device::Cpu).unwrap();
         let w = Tensor::arange(0f64, (b * h * t * t) as f64, &Device::Cpu).unwrap().reshape((b, h, t, t)).unwrap();
-        let op = MaskedSoftmax { mask: std::sync::Arc::new(m), heads: h, t };
+        let op = MaskedSoftmax { mask: std::sync::Arc::new(m), heads: h, t, scale: 0.7 };
         let fused = x.as_tensor().apply_op1(op).unwrap();
         let mask = Tensor::from_vec(mu8, (b, 1, t, t), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
         let neg = Tensor::new(mask_value(DType::F64), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
-        let plain = candle_nn::ops::softmax(&mask.where_cond(x.as_tensor(), &neg).unwrap(), D::Minus1).unwrap();
+        let plain = candle_nn::ops::softmax(&mask.where_cond(&(x.as_tensor() * 0.7).unwrap(), &neg).unwrap(), D::Minus1).unwrap();
         let diff = |a: &Tensor, c: &Tensor| {
             (a - c).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
         };

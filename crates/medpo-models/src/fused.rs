@@ -244,7 +244,7 @@ pub(crate) fn masked_softmax(scores: &Tensor, allowed: std::sync::Arc<Vec<bool>>
 
 /// The element-wise kernels, compiled per instruction set with a polynomial `exp` the
 /// compiler can vectorise (libm's `expf` is called one element at a time).
-mod kernels {
+pub(crate) mod kernels {
     use crate::gemv::Isa;
 
     /// `exp(x)` for float32: Cephes' range reduction and degree-6 polynomial, within 2 ulp
