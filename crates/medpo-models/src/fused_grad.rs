@@ -433,14 +433,18 @@ pub fn rope(x: &Tensor, tables: &RopeTables) -> Result<Tensor> {
     }
 }
 
+/// max |a − b| over all elements, as f64 (unit tests of this module and `fused.rs`).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
-    }
+    use super::max_abs_diff as max_diff;
 
     /// Value and gradients of `f` against the composite `g` on the same inputs.
     fn same_value_and_grads(
