@@ -188,6 +188,9 @@ impl candle_core::CustomOp1 for MaskedSoftmax {
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::msg("masked-softmax: the input must be contiguous"))?;
         let dims = l.shape().dims();
+        if self.t == 0 {
+            return Err(candle_core::Error::msg("masked-softmax: empty sequence"));
+        }
         let expected = [dims.first().copied().unwrap_or(0), self.heads, self.t, self.t];
         if dims != expected || self.mask.len() != expected[0] * self.t * self.t {
             return Err(candle_core::Error::msg(format!("masked-softmax: unexpected shape {dims:?}")));

@@ -206,7 +206,7 @@ impl CustomOp2 for RmsNormDw {
 
 /// RMSNorm over the last dimension, differentiable in `x` and `w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    if on_cpu_float(&[x, w]) && w.rank() == 1 && x.dim(D::Minus1)? == w.dim(0)? {
+    if on_cpu_float(&[x, w]) && w.rank() == 1 && w.dim(0)? > 0 && x.dim(D::Minus1)? == w.dim(0)? {
         Ok(x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })?)
     } else {
         // transformers' order: in float32, then back to the input dtype, then the weight.
@@ -422,7 +422,7 @@ impl CustomOp1 for Rope {
 /// Rotary embedding of `x` (B, H, T, D) (transformers' `rotate_half` convention), returned
 /// contiguous, differentiable in `x`.
 pub fn rope(x: &Tensor, tables: &RopeTables) -> Result<Tensor> {
-    if on_cpu_float(&[x]) {
+    if on_cpu_float(&[x]) && tables.half > 0 {
         Ok(x.contiguous()?.apply_op1(Rope { tables: tables.clone(), inverse: false })?)
     } else {
         let (cos, sin) = tables.full(x.dtype(), x.device())?;
