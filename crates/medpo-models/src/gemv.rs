@@ -6,8 +6,9 @@
 //! a few rows the work is one pass over the weight, which this does directly: each output is a
 //! dot product over a contiguous weight row (checkpoint layout, `(out, in)`), or, for a weight
 //! stored `(in, out)`, an `axpy` over contiguous weight rows. Output blocks are spread over the
-//! rayon pool. The inner loops are written for the compiler to vectorise, compiled once for
-//! AVX-512, once for AVX2 + FMA and once plain, and chosen at run time.
+//! rayon pool. The AVX-512 kernels are written with intrinsics; AVX2 + FMA and plain versions
+//! of generic loops are left to the compiler to vectorise. The variant is chosen at run time
+//! (the tests exercise the one this CPU takes).
 //!
 //! Summation order differs from the GEMM's, so results agree to float32 rounding (the tests
 //! compare with candle's matmul at 1e-5 relative), not bit for bit.
