@@ -620,7 +620,7 @@ impl Decoder {
             x = (x + a.o_proj.forward(&att)?)?;
             let h = rms_norm_fast(&x, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
-            let g = crate::fused::silu_mul(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
+            let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
             x = (x + m.down_proj.forward(&g)?)?;
         }
         rms_norm_fast(&x, &self.norm, eps)

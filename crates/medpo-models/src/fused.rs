@@ -5,34 +5,60 @@
 //! - [`layer_norm`]: two-pass mean/variance per row. candle-nn's fused `layer_norm` computes
 //!   `E[x²] − E[x]²` in float32, which cancels badly on rows with a large mean (CLIP's residual
 //!   stream has outlier channels of several hundred), so it is not used.
-//! - [`silu_mul`]: `silu(gate) · up`, the SwiGLU of Mistral/Llama/Qwen2.
+//! - SwiGLU: the float32 forward of [`crate::fused_grad::swiglu`] ([`silu_mul_slices`]).
 //! - [`quick_gelu`]: `x · sigmoid(1.702 x)`, CLIP's activation.
 //!
 //! Each falls back to the composite candle ops off the CPU, for dtypes other than float32, and
 //! whenever an input records operations for a backward pass.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::Result;
 
 /// Elements per parallel task of the element-wise kernels; anything smaller runs on the calling
 /// thread (handing a job to the rayon pool costs microseconds, a decode step makes dozens).
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 fn fusable(xs: &[&Tensor]) -> bool {
     xs.iter()
         .all(|x| x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op())
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(candle_core::Error::msg(format!("{what}: float32 only")));
-    };
+/// The elements of `v` that layout `l` covers, which must be contiguous (`what` names the op).
+pub(crate) fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::msg(format!("{what}: input must be contiguous")))?;
     Ok(&v[a..b])
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(candle_core::Error::msg(format!("{what}: float32 only")));
+    };
+    contiguous(v, l, what)
+}
+
+/// Runs `f(piece, first)` over pieces of `out` made of whole units of `unit` elements (rows,
+/// or single elements with `unit` 1); `first` is the index of the piece's first unit. Pieces
+/// of about [`CHUNK`] elements go to the rayon pool; a small `out` runs on the calling thread.
+pub(crate) fn for_chunks<T: Send>(out: &mut [T], unit: usize, f: impl Fn(&mut [T], usize) + Sync + Send) {
+    let per = (CHUNK / unit.max(1)).max(1);
+    if out.len() <= CHUNK {
+        f(out, 0);
+    } else {
+        out.par_chunks_mut(per * unit.max(1)).enumerate().for_each(|(c, o)| f(o, c * per));
+    }
+}
+
+/// `silu(g) · u` element-wise with the vectorised `exp` (the forward of
+/// [`crate::fused_grad::swiglu`] in float32).
+pub(crate) fn silu_mul_slices(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let isa = crate::gemv::isa();
+    let mut y = vec![0f32; g.len()];
+    for_chunks(&mut y, 1, |yc, o| kernels::silu_mul(isa, &g[o..o + yc.len()], &u[o..o + yc.len()], yc));
+    y
 }
 
 struct LayerNorm {
@@ -68,19 +94,16 @@ impl CustomOp3 for LayerNorm {
         }
         let mut y = vec![0f32; x.len()];
         let eps = self.eps;
-        let f = |(y, x): (&mut [f32], &[f32])| {
-            let mean = x.iter().sum::<f32>() / d as f32;
-            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                y[i] = (x[i] - mean) * inv * w[i] + b[i];
+        for_chunks(&mut y, d, |out, r0| {
+            for (y, x) in out.chunks_mut(d).zip(x[r0 * d..].chunks(d)) {
+                let mean = x.iter().sum::<f32>() / d as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for i in 0..d {
+                    y[i] = (x[i] - mean) * inv * w[i] + b[i];
+                }
             }
-        };
-        if y.len() <= CHUNK {
-            y.chunks_mut(d).zip(x.chunks(d)).for_each(f);
-        } else {
-            y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(f);
-        }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 }
@@ -98,53 +121,6 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor
     }
 }
 
-struct SiluMul;
-
-impl CustomOp2 for SiluMul {
-    fn name(&self) -> &'static str {
-        "medpo-silu-mul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g, u) = (slice(s1, l1, "silu-mul")?, slice(s2, l2, "silu-mul")?);
-        if l1.shape() != l2.shape() {
-            return Err(candle_core::Error::msg(format!(
-                "silu-mul: shapes {:?} and {:?}",
-                l1.shape(),
-                l2.shape()
-            )));
-        }
-        let mut y = vec![0f32; g.len()];
-        let isa = crate::gemv::isa();
-        let f = |(y, (g, u)): (&mut [f32], (&[f32], &[f32]))| kernels::silu_mul(isa, g, u, y);
-        if y.len() <= CHUNK {
-            f((&mut y, (g, u)));
-        } else {
-            y.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .for_each(f);
-        }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-}
-
-/// `silu(gate) · up`.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if fusable(&[gate, up]) && gate.dims() == up.dims() {
-        Ok(gate
-            .contiguous()?
-            .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?)
-    } else {
-        Ok((gate.silu()? * up)?)
-    }
-}
-
 struct QuickGelu;
 
 impl CustomOp1 for QuickGelu {
@@ -156,12 +132,7 @@ impl CustomOp1 for QuickGelu {
         let x = slice(s, l, "quick-gelu")?;
         let mut y = vec![0f32; x.len()];
         let isa = crate::gemv::isa();
-        let f = |(y, x): (&mut [f32], &[f32])| kernels::quick_gelu(isa, x, y);
-        if y.len() <= CHUNK {
-            f((&mut y, x));
-        } else {
-            y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(f);
-        }
+        for_chunks(&mut y, 1, |yc, o| kernels::quick_gelu(isa, &x[o..o + yc.len()], yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -207,18 +178,16 @@ impl CustomOp1 for MaskedSoftmax {
         let isa = crate::gemv::isa();
         let (tq, allowed) = (self.tq, self.allowed.as_deref());
         let mut y = vec![0f32; x.len()];
-        let f = |(r, (y, x)): (usize, (&mut [f32], &[f32]))| {
-            let m = allowed.map(|m| {
-                let (bi, i) = (r * tk / per_batch, r % tq);
-                &m[(bi * tq + i) * tk..(bi * tq + i + 1) * tk]
-            });
-            kernels::softmax_row(isa, x, m, y);
-        };
-        if y.len() <= CHUNK {
-            y.chunks_mut(tk).zip(x.chunks(tk)).enumerate().for_each(f);
-        } else {
-            y.par_chunks_mut(tk).zip(x.par_chunks(tk)).enumerate().for_each(f);
-        }
+        for_chunks(&mut y, tk, |out, r0| {
+            for (i, (y, x)) in out.chunks_mut(tk).zip(x[r0 * tk..].chunks(tk)).enumerate() {
+                let r = r0 + i;
+                let m = allowed.map(|m| {
+                    let (bi, i) = (r * tk / per_batch, r % tq);
+                    &m[(bi * tq + i) * tk..(bi * tq + i + 1) * tk]
+                });
+                kernels::softmax_row(isa, x, m, y);
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -403,7 +372,7 @@ mod tests {
 
         let g = Tensor::randn(0f32, 3.0, (2, 7, 1000), &dev)?;
         let u = Tensor::randn(0f32, 1.0, (2, 7, 1000), &dev)?;
-        assert!(max_diff(&silu_mul(&g, &u).unwrap(), &(g.silu()? * &u)?) < 1e-5);
+        assert!(max_diff(&crate::fused_grad::swiglu(&g, &u).unwrap(), &(g.silu()? * &u)?) < 1e-5);
         let want = (&g * candle_nn::ops::sigmoid(&(&g * 1.702)?)?)?;
         assert!(max_diff(&quick_gelu(&g).unwrap(), &want) < 1e-5);
         Ok(())
@@ -454,7 +423,7 @@ mod tests {
         let dev = Device::Cpu;
         let g = Var::randn(0f32, 1.0, (4, 8), &dev)?;
         let u = Tensor::randn(0f32, 1.0, (4, 8), &dev)?;
-        let grads = silu_mul(g.as_tensor(), &u).unwrap().sum_all()?.backward()?;
+        let grads = crate::fused_grad::swiglu(g.as_tensor(), &u).unwrap().sum_all()?.backward()?;
         assert!(grads.get(g.as_tensor()).is_some());
         let grads = quick_gelu(g.as_tensor()).unwrap().sum_all()?.backward()?;
         assert!(grads.get(g.as_tensor()).is_some());

@@ -25,28 +25,11 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 use crate::error::Result;
-
-/// Elements per parallel task; smaller inputs run on the calling thread.
-const CHUNK: usize = 1 << 14;
+use crate::fused::{contiguous, for_chunks, CHUNK};
 
 fn on_cpu_float(xs: &[&Tensor]) -> bool {
     let dt = xs[0].dtype();
     matches!(dt, DType::F32 | DType::F64) && xs.iter().all(|x| x.device().is_cpu() && x.dtype() == dt)
-}
-
-fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::msg(format!("{what}: input must be contiguous")))?;
-    Ok(&v[a..b])
-}
-
-/// Runs `f(row_chunk_out, first_row)` over rows of width `d`, in parallel when large.
-fn for_rows<T: Send + Sync>(out: &mut [T], d: usize, f: impl Fn(&mut [T], usize) + Sync + Send) {
-    let rows_per = (CHUNK / d.max(1)).max(1);
-    if out.len() <= CHUNK {
-        f(out, 0);
-    } else {
-        out.par_chunks_mut(rows_per * d).enumerate().for_each(|(c, o)| f(o, c * rows_per));
-    }
 }
 
 macro_rules! dispatch {
@@ -84,7 +67,7 @@ fn inv_rms<F: Float>(x: &[F], eps: f64) -> F {
 fn rms_fwd<F: Float + Send + Sync>(x: &[F], w: &[F], eps: f64) -> Vec<F> {
     let d = w.len();
     let mut y = vec![F::zero(); x.len()];
-    for_rows(&mut y, d, |out, r0| {
+    for_chunks(&mut y, d, |out, r0| {
         for (i, yr) in out.chunks_mut(d).enumerate() {
             let xr = &x[(r0 + i) * d..(r0 + i + 1) * d];
             let r = inv_rms(xr, eps);
@@ -100,7 +83,7 @@ fn rms_dx<F: Float + Send + Sync>(x: &[F], w: &[F], g: &[F], eps: f64) -> Vec<F>
     let d = w.len();
     let inv_d = F::from(d).unwrap_or(F::one()).recip();
     let mut dx = vec![F::zero(); x.len()];
-    for_rows(&mut dx, d, |out, r0| {
+    for_chunks(&mut dx, d, |out, r0| {
         for (i, dr) in out.chunks_mut(d).enumerate() {
             let xr = &x[(r0 + i) * d..(r0 + i + 1) * d];
             let gr = &g[(r0 + i) * d..(r0 + i + 1) * d];
@@ -230,31 +213,21 @@ fn sigmoid<F: Float>(a: F) -> F {
 
 fn map2<F: Float + Send + Sync>(a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
     let mut y = vec![F::zero(); a.len()];
-    let run = |(y, (a, b)): (&mut [F], (&[F], &[F]))| {
-        for i in 0..y.len() {
-            y[i] = f(a[i], b[i]);
+    for_chunks(&mut y, 1, |y, o| {
+        for (i, y) in y.iter_mut().enumerate() {
+            *y = f(a[o + i], b[o + i]);
         }
-    };
-    if y.len() <= CHUNK {
-        run((&mut y, (a, b)));
-    } else {
-        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(run);
-    }
+    });
     y
 }
 
 fn map3<F: Float + Send + Sync>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> F + Sync + Send) -> Vec<F> {
     let mut y = vec![F::zero(); a.len()];
-    let run = |(y, (a, (b, c))): (&mut [F], (&[F], (&[F], &[F])))| {
-        for i in 0..y.len() {
-            y[i] = f(a[i], b[i], c[i]);
+    for_chunks(&mut y, 1, |y, o| {
+        for (i, y) in y.iter_mut().enumerate() {
+            *y = f(a[o + i], b[o + i], c[o + i]);
         }
-    };
-    if y.len() <= CHUNK {
-        run((&mut y, (a, (b, c))));
-    } else {
-        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(run);
-    }
+    });
     y
 }
 
@@ -267,8 +240,13 @@ impl CustomOp2 for SwiGlu {
         if l1.shape() != l2.shape() {
             return Err(candle_core::Error::msg(format!("swiglu: shapes {:?} and {:?}", l1.shape(), l2.shape())));
         }
-        let out = dispatch!("swiglu", s1, s2; |a, u| map2(contiguous(a, l1, "swiglu")?, contiguous(u, l2, "swiglu")?,
-            |a, u| a * sigmoid(a) * u));
+        let out = if let (CpuStorage::F32(a), CpuStorage::F32(u)) = (s1, s2) {
+            // float32: the vectorised kernel the inference path uses.
+            CpuStorage::F32(crate::fused::silu_mul_slices(contiguous(a, l1, "swiglu")?, contiguous(u, l2, "swiglu")?))
+        } else {
+            dispatch!("swiglu", s1, s2; |a, u| map2(contiguous(a, l1, "swiglu")?, contiguous(u, l2, "swiglu")?,
+                |a, u| a * sigmoid(a) * u))
+        };
         Ok((out, l1.shape().clone()))
     }
 
@@ -365,7 +343,7 @@ fn rope_apply<F: Float + Send + Sync>(x: &[F], tab: &RopeTables, heads: usize, i
     let (t, half) = (tab.t, tab.half);
     let d = 2 * half;
     let mut y = vec![F::zero(); x.len()];
-    for_rows(&mut y, d, |out, r0| {
+    for_chunks(&mut y, d, |out, r0| {
         for (i, yr) in out.chunks_mut(d).enumerate() {
             let row = r0 + i;
             // Row order (B, H, T): the table row is (b, t).
