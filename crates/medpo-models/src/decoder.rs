@@ -271,6 +271,19 @@ fn mask_value(dtype: DType) -> f64 {
     }
 }
 
+/// Which keys each query may see, (B, Tq, Tk) row-major with Tk = `offset + tq`: query i
+/// (absolute position `offset + i`) sees key j when j <= offset + i and key j is a real token.
+fn allowed_keys(key_valid: &[Vec<bool>], offset: usize, tq: usize) -> Vec<bool> {
+    let tk = offset + tq;
+    let mut m = Vec::with_capacity(key_valid.len() * tq * tk);
+    for row in key_valid {
+        for i in 0..tq {
+            m.extend(row.iter().take(tk).enumerate().map(|(j, &v)| v && j <= offset + i));
+        }
+    }
+    m
+}
+
 impl Decoder {
     /// Loads the decoder. `body` is the prefix of `embed_tokens`/`layers`/`norm` (ending in a
     /// dot), `lm_head` the full name of the head (the embedding is used when tied).
@@ -419,17 +432,8 @@ impl Decoder {
     /// A (B, 1, Tq, Tk) u8 mask: query i (absolute position `offset + i`) may see key j when
     /// j <= offset + i and key j is a real token.
     fn mask(&self, key_valid: &[Vec<bool>], offset: usize, tq: usize) -> Result<Tensor> {
-        let b = key_valid.len();
-        let tk = offset + tq;
-        let mut m = Vec::with_capacity(b * tq * tk);
-        for row in key_valid {
-            for i in 0..tq {
-                for (j, &v) in row.iter().enumerate().take(tk) {
-                    m.push(u8::from(v && j <= offset + i));
-                }
-            }
-        }
-        Ok(Tensor::from_vec(m, (b, 1, tq, tk), self.device())?)
+        let m: Vec<u8> = allowed_keys(key_valid, offset, tq).into_iter().map(u8::from).collect();
+        Ok(Tensor::from_vec(m, (key_valid.len(), 1, tq, offset + tq), self.device())?)
     }
 
     fn check_embeds(&self, embeds: &Tensor) -> Result<(usize, usize)> {
@@ -467,24 +471,23 @@ impl Decoder {
         let pos = positions(&valid, &vec![0; b]);
         let (cos, sin) = self.rope_values(&pos);
         let rope = crate::fused_grad::RopeTables::new(cos, sin, b, t, self.inv_freq.len());
-        let mask = self.mask(&valid, 0, t)?;
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let eps = self.cfg.rms_norm_eps;
-        let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?;
-        let mask = mask.broadcast_as((b, nh, t, t))?;
         // On the CPU, the masked softmax is one op whose backward keeps only its output (the
         // composite keeps ~5 score-sized tensors per layer, and gradients for the fill values).
-        let fused = (self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64)).then(|| {
-            let mut m = Vec::with_capacity(b * t * t);
-            for row in &valid {
-                for i in 0..t {
-                    for (j, &v) in row.iter().enumerate() {
-                        m.push(v && j <= i);
-                    }
-                }
+        // Elsewhere: a u8 mask and a finite fill value for `where_cond`.
+        enum Softmax {
+            Fused(MaskedSoftmax),
+            Composite { mask: Tensor, neg: Tensor },
+        }
+        let softmax = if self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64) {
+            Softmax::Fused(MaskedSoftmax { mask: std::sync::Arc::new(allowed_keys(&valid, 0, t)), heads: nh, t, scale: 1.0 / (hd as f64).sqrt() })
+        } else {
+            Softmax::Composite {
+                mask: self.mask(&valid, 0, t)?.broadcast_as((b, nh, t, t))?,
+                neg: Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?,
             }
-            MaskedSoftmax { mask: std::sync::Arc::new(m), heads: nh, t, scale: 1.0 / (hd as f64).sqrt() }
-        });
+        };
         let mut x = embeds.to_dtype(self.dtype())?;
         for layer in &self.layers {
             let h = crate::fused_grad::rms_norm(&x, &layer.input_layernorm, eps)?;
@@ -496,12 +499,12 @@ impl Decoder {
             let k = crate::fused_grad::rope(&k, &rope)?;
             let k = repeat_kv(k, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
-            let probs = match &fused {
+            let probs = match &softmax {
                 // The 1/√d scale is applied inside the op (one pass fewer over the scores).
-                Some(op) => q.matmul(&k.t()?)?.contiguous()?.apply_op1(op.clone())?,
-                None => {
+                Softmax::Fused(op) => q.matmul(&k.t()?)?.contiguous()?.apply_op1(op.clone())?,
+                Softmax::Composite { mask, neg } => {
                     let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-                    candle_nn::ops::softmax(&mask.where_cond(&scores, &neg)?, D::Minus1)?
+                    candle_nn::ops::softmax(&mask.where_cond(&scores, neg)?, D::Minus1)?
                 }
             };
             let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
@@ -572,26 +575,19 @@ impl Decoder {
         let any_pad = cache.valid.iter().any(|r| r.iter().any(|v| !v));
         let fuse = self.device().is_cpu() && self.dtype() == DType::F32;
         // The same mask for the fused CPU softmax: (B, T, Tk), shared by every head.
-        let allowed = (fuse && (t > 1 || any_pad)).then(|| {
-            let mut m = Vec::with_capacity(b * t * tk);
-            for row in &cache.valid {
-                for i in 0..t {
-                    m.extend(row.iter().take(tk).enumerate().map(|(j, &v)| v && j <= offset + i));
-                }
-            }
-            std::sync::Arc::new(m)
-        });
+        let allowed = (fuse && (t > 1 || any_pad)).then(|| std::sync::Arc::new(allowed_keys(&cache.valid, offset, t)));
+        // Elsewhere: a u8 mask and a finite fill value for `where_cond`.
         let mask = if !fuse && (t > 1 || any_pad) {
             // (B, 1, rep·T, Tk): row r·T + i is query i of the r-th head in the group.
             let m = self.mask(&cache.valid, offset, t)?;
             let m = if rep > 1 { Tensor::cat(&vec![&m; rep], 2)? } else { m };
-            Some(m.broadcast_as((b, nkv, rep * t, tk))?)
+            let neg = Tensor::new(mask_value(self.dtype()), self.device())?
+                .to_dtype(self.dtype())?
+                .broadcast_as((b, nkv, rep * t, tk))?;
+            Some((m.broadcast_as((b, nkv, rep * t, tk))?, neg))
         } else {
             None
         };
-        let neg = Tensor::new(mask_value(self.dtype()), self.device())?
-            .to_dtype(self.dtype())?
-            .broadcast_as((b, nkv, rep * t, tk))?;
         let (cos, sin) = self.rope_tables(&pos)?;
         let eps = self.cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -613,7 +609,7 @@ impl Decoder {
             let scores = q.matmul(&k.t()?)?;
             let probs = match (&allowed, &mask) {
                 (Some(allowed), _) => crate::fused::masked_softmax(&scores, allowed.clone(), t)?,
-                (None, Some(m)) => candle_nn::ops::softmax_last_dim(&m.where_cond(&scores, &neg)?)?,
+                (None, Some((m, neg))) => candle_nn::ops::softmax_last_dim(&m.where_cond(&scores, neg)?)?,
                 (None, None) => crate::fused::softmax_last_dim(&scores)?,
             };
             let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
