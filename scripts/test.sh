@@ -3,8 +3,9 @@
 #   1. scripts/setup.sh --test   (wasm32 target, wasm-bindgen-cli, Chromium, PostgreSQL, Playwright)
 #   2. a release build of the server and the wasm front end (scripts/build.sh --release)
 #   3. Playwright in headless Chromium against that release server (end2end/)
-#   4. every crate's unit and integration tests (cargo nextest), the storage tests against
-#      SQLite and against a real throwaway PostgreSQL started here and stopped at exit
+#   4. every crate's unit, integration and doc tests (`cargo test --workspace`, the command a
+#      contributor runs), the storage tests against SQLite and against a real throwaway
+#      PostgreSQL started here and stopped at exit
 # Screenshots and Playwright reports land in end2end/artifacts and end2end/playwright-report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,15 +57,17 @@ echo "==> crate tests (SQLite and a throwaway PostgreSQL)"
 source scripts/postgres-throwaway.sh
 export MEDPO_REQUIRE_POSTGRES=1
 unit_log=$(mktemp)
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --exclude frontend --no-fail-fast 2>&1 | tee "$unit_log"
-    unit_passed=$(grep -Eo '[0-9]+ tests run: [0-9]+ passed' "$unit_log" | tail -n1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
-else
-    # Without nextest every test binary runs its tests as threads of one process; the
-    # server-rendering tests can then stall (each test has its own tokio runtime and Leptos'
-    # executor is process-global), so run them one at a time.
-    cargo test --workspace --exclude frontend --no-fail-fast -- --test-threads 1 2>&1 | tee "$unit_log"
-    unit_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$unit_log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+# Exactly what a contributor types (plus --no-fail-fast, so one failure does not hide others).
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$unit_log"
+unit_rc=${PIPESTATUS[0]}
+set -e
+unit_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$unit_log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+unit_failed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$unit_log" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+if [ "$unit_rc" != 0 ]; then
+    echo "==> crate tests FAILED (cargo test exit $unit_rc)"
+    echo "tests: $((e2e_passed + unit_passed)) passed, $((unit_failed > 0 ? unit_failed : 1)) failed"
+    exit 1
 fi
 
 echo "==> all tests passed in $(( $(date +%s) - start )) s (browser: $e2e_passed, crates: $unit_passed)"

@@ -92,7 +92,11 @@ pub fn leptos_options(config: &Config) -> LeptosOptions {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(app::App);
+    // The route list is the same for every router; build it once per process. Building it
+    // renders the app, and two such renders at once (tests build a router each, in parallel)
+    // can stall in Leptos' process-global executor.
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| generate_route_list(app::App)).clone();
     let ctx = state.ctx.clone();
     let ctx_fallback = state.ctx.clone();
     let pkg_dir = std::path::Path::new(&*state.leptos_options.site_root).join(&*state.leptos_options.site_pkg_dir);
