@@ -74,12 +74,14 @@ fn gradients_agree_with_finite_differences() {
     let out = model.sequence_logprobs(std::slice::from_ref(&it)).unwrap().sum_all().unwrap();
     let grads = out.backward().unwrap();
     let vars = model.varmap().unwrap().data().lock().unwrap().clone();
-    let checked = [
+    // The first and the last decoder layer, whatever the fixture's depth.
+    let last = model.config.text.num_hidden_layers - 1;
+    let checked: Vec<String> = [
         "model.embed_tokens.weight",
         "model.layers.0.self_attn.q_proj.weight",
         "model.layers.0.self_attn.k_proj.bias",
-        "model.layers.1.input_layernorm.weight",
-        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.{last}.input_layernorm.weight",
+        "model.layers.{last}.mlp.gate_proj.weight",
         "model.norm.weight",
         "lm_head.weight",
         "model.mm_projector.0.weight",
@@ -87,9 +89,12 @@ fn gradients_agree_with_finite_differences() {
         "model.vision_tower.vision_tower.vision_model.embeddings.class_embedding",
         "model.vision_tower.vision_tower.vision_model.encoder.layers.0.layer_norm1.weight",
         "model.vision_tower.vision_tower.vision_model.pre_layrnorm.bias",
-    ];
+    ]
+    .iter()
+    .map(|k| k.replace("{last}", &last.to_string()))
+    .collect();
     for (i, key) in checked.iter().enumerate() {
-        let var: &Var = vars.get(*key).unwrap_or_else(|| panic!("no var {key}"));
+        let var: &Var = vars.get(key.as_str()).unwrap_or_else(|| panic!("no var {key}"));
         let w0 = var.as_tensor().copy().unwrap();
         let u = direction(&w0, i as u64 + 1);
         let g = grads.get(var.as_tensor()).unwrap();

@@ -234,6 +234,12 @@ impl VlmPolicy {
         self.samples.len()
     }
 
+    /// Each record's length in tokens as the model sees it (prompt with its image tokens
+    /// expanded, plus the longer answer), in record order.
+    pub fn sample_lengths(&self) -> Vec<usize> {
+        self.samples.iter().map(|s| s.length).collect()
+    }
+
     /// How many records are longer than `max_length` (they are skipped, never truncated).
     pub fn over_long(&self) -> usize {
         self.samples

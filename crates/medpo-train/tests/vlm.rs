@@ -1,5 +1,7 @@
-//! Training on a real model: `llava-med-tiny` from `shared/fixtures/v1` (2 decoder layers,
-//! hidden 64, vocabulary 1000, 16 image tokens), through medpo-models' differentiable forward.
+//! Training on a real model: `llava-med-tiny` from `shared/fixtures/v1`, through medpo-models'
+//! differentiable forward. Every size the tests expect (decoder layers, hidden size, sample
+//! lengths) is read from the fixture's own config and tokenizer, so the suite holds on any
+//! fixture set of the documented format.
 //!
 //! The pairs are VQA questions built from the fixture tokenizer's vocabulary ("Is there a
 //! nodule in the left lung?") with a consistent preference (an affirmative finding over a
@@ -222,8 +224,14 @@ fn lora_gradient_coverage_on_the_model() {
         policy.model().varmap().is_none(),
         "the base is loaded without Vars"
     );
+    let layers = policy.model().config.text.num_hidden_layers;
     let vars = policy.trainable_vars();
-    assert_eq!(vars.len(), 2 * 7 * 2, "2 layers × 7 projections × (A, B)");
+    assert_eq!(
+        vars.len(),
+        layers * TARGET_MODULES.len() * 2,
+        "{layers} layers × {} projections × (A, B)",
+        TARGET_MODULES.len()
+    );
     let out = policy.loss(&[0, 1, 2]).unwrap();
     let grads = out.loss.backward().unwrap();
     for (k, v) in &vars {
@@ -240,7 +248,7 @@ fn lora_gradient_coverage_on_the_model() {
         assert!(n > 0.0, "{k} has a zero gradient");
     }
     let projections = policy.model().projections();
-    assert_eq!(projections.len(), 14);
+    assert_eq!(projections.len(), layers * TARGET_MODULES.len());
     let mut base: Vec<&Tensor> = projections.iter().map(|(_, l)| l.stored_weight()).collect();
     base.extend(projections.iter().filter_map(|(_, l)| l.bias()));
     assert_eq!(
@@ -341,27 +349,26 @@ fn peft_files_and_merged_model_match_the_adapters() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<&str> = st.names();
     names.sort();
+    let text = &policy.model().config.text;
+    let (layers, hidden) = (text.num_hidden_layers, text.hidden_size);
     let mut want = Vec::new();
-    for l in 0..2 {
+    for l in 0..layers {
         for m in ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"] {
             for w in ["lora_A", "lora_B"] {
                 want.push(format!("base_model.model.model.layers.{l}.{m}.{w}.weight"));
             }
         }
     }
+    want.sort();
     assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         st.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
             .unwrap()
             .shape(),
-        &[4, 64]
+        &[4, hidden]
     );
-    assert_eq!(
-        st.tensor("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight")
-            .unwrap()
-            .shape(),
-        &[64, 4]
-    );
+    let last = format!("base_model.model.model.layers.{}.mlp.down_proj.lora_B.weight", layers - 1);
+    assert_eq!(st.tensor(&last).unwrap().shape(), &[hidden, 4]);
 
     let img = medpo_models::preprocess::load_image(&fixtures().join("scan.png")).unwrap();
     let item = |m: &Model| ScoreItem {
@@ -516,8 +523,13 @@ fn mdpo_and_mmedpo_read_the_corrupted_image() {
 fn over_long_samples_are_skipped_and_full_fine_tuning_trains() {
     let mut train = pairs(&TRAIN_ORGANS[..2]);
     train[3].chosen = "Yes, there is a nodule in the left lung, ".repeat(8);
+    // The longest ordinary sample, measured on this fixture (image tokens included), is the
+    // limit: exactly the padded sample is over it.
+    let lengths = lora_policy(&train, 0.0, LossConfig::default()).sample_lengths();
+    let limit = lengths.iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, &n)| n).max().unwrap();
+    assert!(lengths[3] > limit, "the padded sample ({}) must be the longest ({limit})", lengths[3]);
     let mut s = spec(LossConfig::new(Objective::DpoNll, 0.1));
-    s.max_length = Some(64);
+    s.max_length = Some(limit);
     let mut p = VlmPolicy::load(
         &model_dir(),
         LoadOptions::default(),
@@ -586,7 +598,7 @@ fn targeted_pairs_use_the_models_features_and_answers() {
         .collect();
     let imgs: Vec<String> = items.iter().map(|i| i.image.clone()).collect();
     let f = ans.features(&imgs).unwrap();
-    assert_eq!(f.dims(), &[3, 64]);
+    assert_eq!(f.dims(), &[3, model.config.text.hidden_size], "one pooled projector output per image");
     let rep = build_targeted_pairs(&items, &f, 1, TargetedMode::Mixed, &mut ans).unwrap();
     assert_eq!(rep.records.len() + rep.same_answer, 3);
     let mut seen = HashMap::new();
