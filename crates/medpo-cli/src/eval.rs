@@ -13,6 +13,9 @@
 //!
 //! Benchmarks are named `vqa-rad`, `slake` or `pathvqa` (files looked up in `--data-dir`,
 //! default `$MEDPO_VQA_DIR` or `../shared/data/vqa`) or given as a path.
+//!
+//! Every VQA run is scored under our protocol and under LLaVA-Med's own rules; `--protocol`
+//! picks which one leads the tables and ranks the leaderboard, the other is shown beside it.
 
 use std::path::PathBuf;
 
@@ -26,6 +29,7 @@ use medpo_eval::category::ALL;
 use medpo_eval::elo::{online_elo, K};
 use medpo_eval::leaderboard::leaderboards;
 use medpo_eval::nli::{JudgeConfig, NliJudge, OpenAiJudge};
+use medpo_eval::protocol::Protocol;
 use medpo_eval::report::{read_report_predictions, score_reports, AtomicFacts};
 use medpo_eval::runner::{run_eval, Answerer, RunConfig};
 use medpo_eval::score::{model_id_of, score_run};
@@ -92,6 +96,22 @@ impl BootstrapArgs {
     }
 }
 
+/// Which scoring rules lead.
+#[derive(Debug, Args)]
+pub struct ProtocolArg {
+    /// Scoring rules that lead the tables and rank leaderboards: `medpo` (ours: the first
+    /// yes/no token answers a yes/no question; clipped token recall) or `llava-med`
+    /// (LLaVA-Med's run_eval_batch.py, behind the study's numbers: the gold as a substring of
+    /// the answer, so "abnormal" answers "no"; recall counted from the prediction). Both are
+    /// always computed and shown side by side.
+    #[arg(long, default_value = "medpo", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(s).map_err(|e| e.to_string())
+}
+
 /// Where benchmark names are looked up.
 #[derive(Debug, Args)]
 pub struct DataDirArg {
@@ -140,6 +160,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataDirArg,
     #[command(flatten)]
+    pub protocol: ProtocolArg,
+    #[command(flatten)]
     pub bootstrap: BootstrapArgs,
 }
 
@@ -164,6 +186,8 @@ pub struct ScoreAnswersArgs {
     #[command(flatten)]
     pub data: DataDirArg,
     #[command(flatten)]
+    pub protocol: ProtocolArg,
+    #[command(flatten)]
     pub bootstrap: BootstrapArgs,
 }
 
@@ -179,6 +203,8 @@ pub struct LeaderboardArgs {
     /// Print the leaderboards as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub protocol: ProtocolArg,
     #[command(flatten)]
     pub bootstrap: BootstrapArgs,
 }
@@ -252,7 +278,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     })?;
     bar.finish();
     tracing::info!(answers = %answers_path.display(), summary = %summary_path.display(), "eval done");
-    print_summary(&summary, args.json)
+    print_summary(&summary, args.protocol.protocol, args.json)
 }
 
 /// Generation through the model engine.
@@ -316,7 +342,7 @@ fn score_answers(args: ScoreAnswersArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.summary_out {
         summary.write_json(p)?;
     }
-    print_summary(&summary, args.json)
+    print_summary(&summary, args.protocol.protocol, args.json)
 }
 
 /// `value [low, high]` in percent.
@@ -324,21 +350,37 @@ fn pct(m: &MetricValue) -> String {
     format!("{:5.1} [{:5.1}, {:5.1}]", 100.0 * m.value, 100.0 * m.ci_low, 100.0 * m.ci_high)
 }
 
-fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
+/// Both protocols, the chosen one first.
+fn protocols(lead: Protocol) -> [Protocol; 2] {
+    match lead {
+        Protocol::Medpo => [Protocol::Medpo, Protocol::LlavaMed],
+        Protocol::LlavaMed => [Protocol::LlavaMed, Protocol::Medpo],
+    }
+}
+
+fn print_summary(s: &RunSummary, lead: Protocol, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
+    let both = protocols(lead);
     println!(
-        "model {}  benchmark {} ({} questions: {} closed, {} open)  protocol {}",
-        s.model_id, s.benchmark.name, s.counts.items, s.counts.closed, s.counts.open, s.protocol_version
+        "model {}  benchmark {} ({} questions: {} closed, {} open)  protocols {} and {}",
+        s.model_id,
+        s.benchmark.name,
+        s.counts.items,
+        s.counts.closed,
+        s.counts.open,
+        both[0].version(),
+        both[1].version()
     );
     println!(
         "answered {}  missing {} (scored wrong)  closed answers with neither yes nor no {}",
         s.counts.answered, s.counts.missing, s.counts.unparsed
     );
     println!("95% bootstrap intervals, {} rounds, seed {}\n", s.bootstrap.rounds, s.bootstrap.seed);
-    println!("{:<22} {:>22} {:>6}", "metric (%)", "value [95% CI]", "n");
+    let cell = |key: &str| s.metric(key).map_or("-".to_string(), pct);
+    println!("{:<22} {:>22} {:>22} {:>6}", "metric (%)", both[0].as_str(), both[1].as_str(), "n");
     for key in [
         "closed/accuracy",
         "closed/unparsed_rate",
@@ -348,27 +390,40 @@ fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         "overall/score",
         "overall/exact_match",
     ] {
-        if let Some(m) = s.metric(key) {
-            println!("{:<22} {:>22} {:>6}", key, pct(m), m.n);
-        }
+        let Some(m) = s.metric(key) else { continue };
+        let [a, b] = both.map(|p| cell(&p.key(key)));
+        println!("{:<22} {:>22} {:>22} {:>6}", key, a, b, m.n);
+    }
+    if let (Some(ours), Some(theirs)) = (s.metric("closed/accuracy"), s.metric("llava-med/closed/accuracy")) {
+        println!(
+            "LLaVA-Med's substring rule changes closed accuracy by {:+.1} points",
+            100.0 * (theirs.value - ours.value)
+        );
     }
     println!(
-        "\n{:<12} {:>6} {:>22} {:>28} {:>28}",
-        "category", "n", "score", "closed accuracy", "open recall"
+        "\n{:<12} {:>6} {:>22} {:>22} {:>28} {:>28}",
+        "category",
+        "n",
+        format!("score ({})", both[0]),
+        format!("score ({})", both[1]),
+        "closed accuracy (medpo)",
+        "open recall (medpo)"
     );
     for c in ALL {
         let Some(score) = s.metric(&format!("category/{c}/score")) else { continue };
-        let cell = |k: &str| {
+        let ours = |k: &str| {
             s.metric(&format!("category/{c}/{k}"))
                 .map_or("-".to_string(), |m| format!("{} n={}", pct(m), m.n))
         };
+        let [a, b] = both.map(|p| cell(&p.key(&format!("category/{c}/score"))));
         println!(
-            "{:<12} {:>6} {:>22} {:>28} {:>28}",
+            "{:<12} {:>6} {:>22} {:>22} {:>28} {:>28}",
             c.as_str(),
             score.n,
-            pct(score),
-            cell("closed_accuracy"),
-            cell("open_recall")
+            a,
+            b,
+            ours("closed_accuracy"),
+            ours("open_recall")
         );
     }
     Ok(())
@@ -401,20 +456,35 @@ fn leaderboard(args: LeaderboardArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| RunSummary::read_json(p).with_context(|| format!("`{}` is not a run summary", p.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let boards = leaderboards(&runs, args.baseline.as_deref(), &args.bootstrap.config())?;
+    let protocol = args.protocol.protocol;
+    let boards = leaderboards(&runs, args.baseline.as_deref(), &args.bootstrap.config(), protocol)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&boards)?);
         return Ok(());
     }
     let cell = |r: &RunSummary, k: &str| r.metric(k).map_or("-".to_string(), pct);
+    let other = protocols(protocol)[1];
     for b in &boards {
         println!(
-            "benchmark {}  protocol {}  baseline {}  (Δ: paired bootstrap on overall score; McNemar exact on closed)",
-            b.benchmark, b.protocol_version, b.baseline_model_id
+            "benchmark {}  ranked by {} (beside it: {})  baseline {}  (Δ: paired bootstrap on overall score; McNemar exact on closed, under {})",
+            b.benchmark,
+            protocol.version(),
+            other.version(),
+            b.baseline_model_id,
+            protocol
         );
         println!(
-            "{:>3} {:<28} {:>22} {:>22} {:>22} {:>24} {:>9} {:>9}",
-            "#", "model", "closed accuracy", "open recall", "overall", "Δ overall [95% CI]", "p", "McNemar p"
+            "{:>3} {:<28} {:>22} {:>22} {:>22} {:>24} {:>9} {:>9} {:>22} {:>22}",
+            "#",
+            "model",
+            "closed accuracy",
+            "open recall",
+            "overall",
+            "Δ overall [95% CI]",
+            "p",
+            "McNemar p",
+            format!("closed ({other})"),
+            format!("open ({other})")
         );
         for (rank, (&i, cmp)) in b.order.iter().zip(&b.comparisons).enumerate() {
             let r = &runs[i];
@@ -432,15 +502,17 @@ fn leaderboard(args: LeaderboardArgs) -> anyhow::Result<()> {
                 None => ("baseline".into(), "-".into(), "-".into()),
             };
             println!(
-                "{:>3} {:<28} {:>22} {:>22} {:>22} {:>24} {:>9} {:>9}",
+                "{:>3} {:<28} {:>22} {:>22} {:>22} {:>24} {:>9} {:>9} {:>22} {:>22}",
                 rank + 1,
                 r.model_id,
-                cell(r, "closed/accuracy"),
-                cell(r, "open/recall"),
-                cell(r, "overall/score"),
+                cell(r, &protocol.key("closed/accuracy")),
+                cell(r, &protocol.key("open/recall")),
+                cell(r, &protocol.key("overall/score")),
                 delta,
                 p,
-                mc
+                mc,
+                cell(r, &other.key("closed/accuracy")),
+                cell(r, &other.key("open/recall"))
             );
         }
         println!();
@@ -612,9 +684,15 @@ mod tests {
         assert_eq!(s.model_id, "dpo");
         // 133 of the 272 closed golds are "no".
         assert!((s.metric("closed/accuracy").unwrap().value - 133.0 / 272.0).abs() < 1e-12);
+        // The seed-compatible rules are in the same summary. The answer "no" contains no other
+        // gold, so they also credit exactly the 133 "no" golds.
+        assert!((s.metric("llava-med/closed/accuracy").unwrap().value - 133.0 / 272.0).abs() < 1e-12);
         std::fs::remove_file(d.join("sft.jsonl")).unwrap();
         std::fs::remove_file(d.join("dpo.jsonl")).unwrap();
         run(parse(&["leaderboard", "--runs", d.to_str().unwrap(), "--baseline", "sft", "--rounds", "100"])).unwrap();
+        run(parse(&["leaderboard", "--runs", d.to_str().unwrap(), "--protocol", "llava-med", "--rounds", "100"])).unwrap();
+        let e = Cli::try_parse_from(["medpo", "leaderboard", "--runs", "x", "--protocol", "lenient"]).unwrap_err();
+        assert!(e.to_string().contains("llava-med"), "{e}");
         let e = run(parse(&["leaderboard", "--runs", d.to_str().unwrap(), "--baseline", "nope"])).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
     }

@@ -7,8 +7,10 @@
 //!   *first* token that is `yes` or `no`. The item is correct when that token equals the gold.
 //!   A prediction with neither token (empty, "I cannot tell", "positive") is wrong and is
 //!   counted as *unparsed*. So `"Yes."`, `"yes"` and `"YES, there is"` all answer yes, and
-//!   `"No, yes"` answers no. Unlike LLaVA-Med's substring test, `"not"`, `"none"` or `"know"`
-//!   never count as `no`.
+//!   `"No, yes"` answers no. Unlike LLaVA-Med's substring test ([`crate::llava_med`]), words
+//!   that merely contain the letters, such as `"not"`, `"know"`, `"cannot"` or `"abnormal"`,
+//!   never count as `no`. (`"none"` counts as no under neither rule: LLaVA-Med normalises it
+//!   to `"0"` first.)
 //! - **Other gold** (pick-one questions such as "Is this T1 or T2?"): correct when the gold's
 //!   tokens appear as a contiguous run in the prediction's tokens (LLaVA-Med's
 //!   `gold in prediction`, on token boundaries). A prediction that names both options is

@@ -7,8 +7,14 @@
 //!
 //! `recall = Σ_w min(count_gold(w), count_pred(w)) / |gold tokens|`
 //!
-//! An empty gold scores 1 when the prediction is also empty and 0 otherwise. LLaVA-Med's own
-//! script counts prediction occurrences without clipping, which can exceed 1; we clip.
+//! An empty gold scores 1 when the prediction is also empty and 0 otherwise.
+//!
+//! LLaVA-Med's own script ([`crate::llava_med::open_recall`]) computes `tp / (tp + fn)` with
+//! `tp` counted from the *prediction* (every occurrence of a word that is also in the gold)
+//! and `fn` from the gold words the prediction lacks. It stays within [0, 1], but a repeated
+//! prediction word counts more than once and a gold word that appears twice but is matched
+//! counts only as often as the prediction has it, so the denominator is not the gold's length.
+//! Both are reported; this one is ours.
 
 use std::collections::HashMap;
 

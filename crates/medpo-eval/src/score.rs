@@ -15,6 +15,10 @@
 //! | `category/<c>/score` | category `c` | closed correctness or open recall |
 //! | `category/<c>/closed_accuracy` | closed in `c` | correctness |
 //! | `category/<c>/open_recall` | open in `c` | recall |
+//! | `llava-med/closed/accuracy` | closed | 1 if the gold is a substring ([`llava_med`](crate::llava_med)) |
+//! | `llava-med/open/recall` | open | LLaVA-Med's recall |
+//! | `llava-med/overall/score` | all | either of the two |
+//! | `llava-med/category/<c>/score` | category `c` | either of the two |
 //!
 //! Groups without items are omitted. A question missing from the answer file is scored as an
 //! empty prediction (wrong) and counted in `counts.missing`; an answer whose question is not
@@ -29,6 +33,7 @@ use crate::category::{classify, ALL};
 use crate::closed_accuracy::{judge_closed_tokens, ClosedVerdict};
 use crate::error::{Error, Result};
 use crate::exact_match::exact_match_tokens;
+use crate::llava_med;
 use crate::normalize::answer_tokens;
 use crate::open_recall::open_recall_tokens;
 use crate::summary::{file_fingerprint, BenchmarkRef, Counts, ItemResult, MetricValue, RunSummary};
@@ -40,14 +45,16 @@ pub fn score_item(item: &VqaItem, prediction: Option<&str>) -> ItemResult {
     let g = answer_tokens(&item.answer);
     let em = exact_match_tokens(&p, &g);
     let f1 = token_f1_tokens(&p, &g).f1;
-    let (correct, unparsed, recall, score) = match item.answer_type {
+    let text = prediction.unwrap_or("");
+    let (correct, unparsed, recall, score, llava_med_score) = match item.answer_type {
         AnswerType::Closed => {
             let v = judge_closed_tokens(&p, &g);
-            (Some(v == ClosedVerdict::Correct), v == ClosedVerdict::Unparsed, None, v.score())
+            let lm = if llava_med::closed_correct(text, &item.answer) { 1.0 } else { 0.0 };
+            (Some(v == ClosedVerdict::Correct), v == ClosedVerdict::Unparsed, None, v.score(), lm)
         }
         AnswerType::Open => {
             let r = open_recall_tokens(&p, &g);
-            (None, false, Some(r), r)
+            (None, false, Some(r), r, llava_med::open_recall(text, &item.answer))
         }
     };
     ItemResult {
@@ -63,6 +70,7 @@ pub fn score_item(item: &VqaItem, prediction: Option<&str>) -> ItemResult {
         exact_match: em,
         token_f1: f1,
         score,
+        llava_med_score: Some(llava_med_score),
     }
 }
 
@@ -128,6 +136,16 @@ pub fn metrics(items: &[ItemResult], cfg: &BootstrapConfig) -> Vec<MetricValue> 
             open.iter().filter(|i| i.category == c).map(|i| i.score).collect(),
             &["open_recall"],
         );
+    }
+    // The same headline groups under LLaVA-Med's rules (items of old summaries lack them).
+    let lm = |rows: &[&ItemResult]| -> Vec<f64> { rows.iter().filter_map(|i| i.llava_med_score).collect() };
+    let all: Vec<&ItemResult> = items.iter().collect();
+    group("llava-med/closed", lm(&closed), &["accuracy"]);
+    group("llava-med/open", lm(&open), &["recall"]);
+    group("llava-med/overall", lm(&all), &["score"]);
+    for c in ALL {
+        let rows: Vec<&ItemResult> = items.iter().filter(|i| i.category == c).collect();
+        group(&format!("llava-med/category/{c}"), lm(&rows), &["score"]);
     }
     let results = par_map(&jobs, |(name, rows, keys)| {
         let stream = format!("{name}/{}", keys[0]);

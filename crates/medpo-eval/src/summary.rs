@@ -72,6 +72,10 @@ pub struct ItemResult {
     pub token_f1: f64,
     /// The item's headline score: correctness (closed) or recall (open).
     pub score: f64,
+    /// The item's score under LLaVA-Med's rules ([`crate::llava_med`]): substring correctness
+    /// (closed) or the script's recall (open). `None` in summaries written before the variant.
+    #[serde(default)]
+    pub llava_med_score: Option<f64>,
 }
 
 /// Item counts of a run.

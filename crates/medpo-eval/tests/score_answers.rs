@@ -7,6 +7,7 @@ use medpo_eval::answers::{read_answers, AnswerRecord};
 use medpo_eval::bench::{AnswerType, QuestionId, VqaBenchmark};
 use medpo_eval::bootstrap_ci::BootstrapConfig;
 use medpo_eval::leaderboard::{compare_runs, leaderboards};
+use medpo_eval::protocol::Protocol;
 use medpo_eval::score::score_run;
 
 fn answers(bench: &VqaBenchmark, model: &str, f: impl Fn(&str) -> String) -> Vec<AnswerRecord> {
@@ -46,13 +47,13 @@ fn perfect_and_always_yes_models_on_vqa_rad() {
     assert!(acc.ci_low < acc.value && acc.value < acc.ci_high);
     assert!(acc.ci_high - acc.ci_low < 0.15);
 
-    let c = compare_runs(&perfect, &yes, &cfg()).unwrap();
+    let c = compare_runs(&perfect, &yes, &cfg(), Protocol::Medpo).unwrap();
     let m = c.closed_mcnemar.unwrap();
     assert_eq!((m.a_only, m.b_only), (154, 0));
     assert!(m.p_exact < 1e-10);
     assert!(c.overall.p_value < 0.01 && c.overall.ci_low > 0.0);
 
-    let boards = leaderboards(&[yes.clone(), perfect.clone()], Some("yes-man"), &cfg()).unwrap();
+    let boards = leaderboards(&[yes.clone(), perfect.clone()], Some("yes-man"), &cfg(), Protocol::Medpo).unwrap();
     assert_eq!(boards.len(), 1);
     assert_eq!(boards[0].order, [1, 0]);
     assert!(boards[0].comparisons[0].is_some() && boards[0].comparisons[1].is_none());
