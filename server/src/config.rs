@@ -43,6 +43,10 @@ pub struct Settings {
     /// Mark the session cookie `Secure` (set this when users reach the server over HTTPS)
     #[arg(long, global = true, env = "MEDPO_SECURE_COOKIES", value_name = "true|false")]
     pub secure_cookies: Option<bool>,
+    /// Requests per minute allowed to each API key on the OpenAI-compatible API (`/v1`);
+    /// bursts up to this many are allowed, then requests get 429 [default: 120]
+    #[arg(long, global = true, env = "MEDPO_API_RATE_LIMIT", value_name = "PER_MINUTE")]
+    pub api_rate_limit: Option<u32>,
 }
 
 /// The keys `medpo.toml` may hold (all optional; unknown keys are an error, so that a typo
@@ -58,6 +62,7 @@ struct FileSettings {
     max_upload_mb: Option<u64>,
     log: Option<String>,
     secure_cookies: Option<bool>,
+    api_rate_limit: Option<u32>,
 }
 
 /// The resolved, validated configuration.
@@ -71,6 +76,8 @@ pub struct Config {
     pub max_upload_bytes: usize,
     pub log: String,
     pub secure_cookies: bool,
+    /// Requests per minute per API key.
+    pub api_rate_limit: u32,
     /// Which file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -119,6 +126,10 @@ impl Settings {
             .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| err("--log", &log, e))?;
+        let api_rate_limit = self.api_rate_limit.or(file.api_rate_limit).unwrap_or(120);
+        if api_rate_limit == 0 || api_rate_limit > 1_000_000 {
+            return Err(err("--api-rate-limit", api_rate_limit, "must be between 1 and 1000000 requests per minute"));
+        }
         Ok(Config {
             bind,
             database_url,
@@ -128,6 +139,7 @@ impl Settings {
             max_upload_bytes: (mb as usize) << 20,
             log,
             secure_cookies: self.secure_cookies.or(file.secure_cookies).unwrap_or(false),
+            api_rate_limit,
             config_file,
         })
     }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Loaded models and the generation gate.
     pub engine: Arc<engine::ModelPool>,
+    /// Per-key request budget of the OpenAI-compatible API.
+    pub api_limiter: Arc<api::openai::RateLimiter>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
                 max_upload_mb: config.max_upload_bytes >> 20,
             },
             engine: Arc::new(engine::ModelPool::new(config.models_dir.clone(), 4, slots)),
+            api_limiter: Arc::new(api::openai::RateLimiter::new(config.api_rate_limit)),
             config: Arc::new(config),
         }
     }
@@ -140,7 +143,8 @@ pub fn router(state: AppState) -> Router {
                         .and(tower_http::compression::predicate::NotForContentType::const_new("application/x-ndjson")),
                 ))
                 .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                    too_large_message(next.run(req).await, limit_mb)
+                    let api = req.uri().path().starts_with("/v1/");
+                    too_large_message(next.run(req).await, limit_mb, api)
                 }))
                 .layer(axum::extract::DefaultBodyLimit::max(limit))
                 .layer(RequestBodyLimitLayer::new(limit))
@@ -190,9 +194,14 @@ pub async fn same_origin_guard(req: axum::extract::Request, next: axum::middlewa
     next.run(req).await
 }
 
-/// A bare 413 from the body limit becomes a JSON message the page can show.
-fn too_large_message(res: axum::response::Response, limit_mb: usize) -> axum::response::Response {
+/// A bare 413 from the body limit becomes a JSON message the page can show (in OpenAI's error
+/// shape under `/v1/`).
+fn too_large_message(res: axum::response::Response, limit_mb: usize, api: bool) -> axum::response::Response {
     let plain = res.headers().get(header::CONTENT_TYPE).is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE && plain && api {
+        return api::openai::OpenAiError::too_large(format!("the request is larger than the server's limit of {limit_mb} MB"))
+            .into_response();
+    }
     if res.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,

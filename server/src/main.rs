@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use medpo_server::{config::Settings, users::UserCommand};
+use medpo_server::{config::Settings, users::{ApiKeyCommand, UserCommand}};
 
 /// MedPO Arena: compare medical vision-language models side by side, collect clinicians'
 /// votes, turn them into preference datasets, train DPO-family variants and rank them.
@@ -30,6 +30,9 @@ enum Command {
     /// Manage user accounts (`medpo user add NAME --admin` makes the first admin)
     #[command(subcommand)]
     User(UserCommand),
+    /// API keys for the OpenAI-compatible API (`medpo api-key create NAME` prints a new key)
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     #[command(flatten)]
     Engine(medpo_cli::EngineCommand),
 }
@@ -93,6 +96,13 @@ fn main() -> ExitCode {
                 config.prepare_data_dir()?;
                 let store = medpo_server::open_store(&config).await?;
                 let r = medpo_server::users::run(&store, cmd).await;
+                store.close().await;
+                r
+            }
+            Command::ApiKey(cmd) => {
+                config.prepare_data_dir()?;
+                let store = medpo_server::open_store(&config).await?;
+                let r = medpo_server::users::run_api_key(&store, cmd).await;
                 store.close().await;
                 r
             }

@@ -1,4 +1,5 @@
-//! `medpo user …`: account management from the command line (the first admin is made here).
+//! `medpo user …` and `medpo api-key …`: account management from the command line (the first
+//! admin is made here; API keys for scripts too).
 
 use std::io::BufRead;
 
@@ -23,6 +24,63 @@ pub enum UserCommand {
     List,
     /// Set a new password (read as for `add`)
     Passwd { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a user; the key is printed once (only its hash is stored). It
+    /// acts with the user's role on the OpenAI-compatible API (`/v1`).
+    Create {
+        /// The key's owner
+        username: String,
+        /// A label to recognise the key by
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List a user's keys (prefix, label, created, last used, revoked)
+    List { username: String },
+    /// Revoke a key by its id (see `list`)
+    Revoke { id: i64 },
+}
+
+async fn user_named(store: &medpo_store::Store, username: &str) -> anyhow::Result<medpo_types::User> {
+    store.user_with_hash(username).await?.map(|(u, _)| u).ok_or_else(|| anyhow::anyhow!("no user `{username}` (see `medpo user list`)"))
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map_or("-".into(), medpo_types::format_time)
+}
+
+pub async fn run_api_key(store: &medpo_store::Store, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCommand::Create { username, name } => {
+            let user = user_named(store, &username).await?;
+            let (secret, prefix, hash) = crate::api::openai::new_key();
+            let key = store.create_api_key(user.id, &name, &prefix, &hash).await?;
+            eprintln!("created API key {} (`{}`, id {}) for `{}` ({}); it is shown only now:", key.prefix, key.name, key.id, user.username, user.role.as_str());
+            println!("{secret}");
+        }
+        ApiKeyCommand::List { username } => {
+            let user = user_named(store, &username).await?;
+            println!("{:>4}  {:<14} {:<20} {:<18} {:<18} revoked", "id", "prefix", "name", "created", "last used");
+            for k in store.api_keys_of(user.id).await? {
+                println!(
+                    "{:>4}  {:<14} {:<20} {:<18} {:<18} {}",
+                    k.id,
+                    k.prefix,
+                    k.name,
+                    when(Some(k.created_at)),
+                    when(k.last_used_at),
+                    when(k.revoked_at)
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let k = store.revoke_api_key(id, None).await?;
+            println!("API key {} (`{}`) is revoked", k.prefix, k.name);
+        }
+    }
+    Ok(())
 }
 
 /// Hashes a password with argon2id and a random salt (PHC string).

@@ -67,6 +67,13 @@ pub struct TokenEvent<'a> {
     pub token: u32,
     /// Text that this token completes (may be empty while a multi-byte character is pending).
     pub text: &'a str,
+    /// Natural log of the token's probability under the model's own distribution (the raw
+    /// logits' softmax, before repetition penalty, temperature and top-p), as OpenAI's and
+    /// vLLM's `logprobs` report it.
+    pub logprob: f32,
+    /// The most likely tokens at this step with their log-probs, best first (as many as
+    /// [`generate_with`] was asked for; empty otherwise).
+    pub top: &'a [(u32, f32)],
 }
 
 /// The result for one row.
@@ -156,6 +163,47 @@ pub fn generate(
     params: &GenerateParams,
     on_token: &mut dyn FnMut(TokenEvent<'_>),
 ) -> Result<Vec<Generation>> {
+    generate_with(model, tokenizer, inputs, params, 0, &mut |e| {
+        on_token(e);
+        true
+    })
+}
+
+/// Log-sum-exp of a row of logits.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    max + sum.ln() as f32
+}
+
+/// The `k` largest entries of `row` as `(token, log-prob)`, best first (ties: lower id first).
+fn top_k(row: &[f32], lse: f32, k: usize) -> Vec<(u32, f32)> {
+    let mut all: Vec<(u32, f32)> = row.iter().enumerate().map(|(i, &x)| (i as u32, x - lse)).collect();
+    let k = k.min(all.len());
+    let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k < all.len() && k > 0 {
+        all.select_nth_unstable_by(k - 1, by_score);
+        all.truncate(k);
+    }
+    all.sort_by(by_score);
+    all.truncate(k);
+    all
+}
+
+/// [`generate`] with per-token log-probs (`top_logprobs` alternatives per step) and early
+/// stopping: when `on_token` returns `false` its row ends there (a stop sequence was seen, or
+/// the client went away); generation ends when every row has ended.
+pub fn generate_with(
+    model: &LlavaModel,
+    tokenizer: &PromptTokenizer,
+    inputs: &[MultimodalInput],
+    params: &GenerateParams,
+    top_logprobs: usize,
+    on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+) -> Result<Vec<Generation>> {
     params.validate()?;
     let batch = model.embed_batch(inputs, PadSide::Left)?;
     let b = inputs.len();
@@ -175,7 +223,11 @@ pub fn generate(
                 next.push(tokenizer.pad_id);
                 continue;
             }
+            let lse = log_sum_exp(&row);
+            let top = if top_logprobs > 0 { top_k(&row, lse, top_logprobs) } else { Vec::new() };
+            let raw = row.clone();
             let tok = pick(&mut row, &out[r].ids, params, &mut rngs[r]);
+            let logprob = raw.get(tok as usize).map_or(f32::NEG_INFINITY, |&x| x - lse);
             out[r].ids.push(tok);
             if params.stop_at_eos && tokenizer.stop_ids.contains(&tok) {
                 done[r] = true;
@@ -192,7 +244,9 @@ pub fn generate(
                 out[r].text = text;
                 d
             };
-            on_token(TokenEvent { row: r, token: tok, text: &delta });
+            if !on_token(TokenEvent { row: r, token: tok, text: &delta, logprob, top: &top }) {
+                done[r] = true;
+            }
             next.push(tok);
         }
         if done.iter().all(|&d| d) || step + 1 == steps {
@@ -230,6 +284,20 @@ mod tests {
             let mut l = vec![0.0, 5.0, 0.0, 0.0];
             assert_eq!(pick(&mut l, &[], &p, &mut rng), 1);
         }
+    }
+
+    #[test]
+    fn log_probs_and_top_k() {
+        let row = [1.0f32, 3.0, 2.0, 3.0];
+        let lse = log_sum_exp(&row);
+        let direct = (row.iter().map(|&x| (x as f64).exp()).sum::<f64>()).ln() as f32;
+        assert!((lse - direct).abs() < 1e-6);
+        let top = top_k(&row, lse, 3);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+        assert!((top[0].1 - (3.0 - lse)).abs() < 1e-6);
+        let p: f32 = row.iter().map(|&x| (x - lse).exp()).sum();
+        assert!((p - 1.0).abs() < 1e-5);
+        assert_eq!(top_k(&row, lse, 10).len(), 4);
     }
 
     #[test]

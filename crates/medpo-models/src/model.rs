@@ -313,6 +313,25 @@ impl Model {
         crate::generate::generate(&self.llava, &self.tokenizer, inputs, params, on_token)
     }
 
+    /// [`Model::generate`] with per-token log-probs (`top_logprobs` alternatives each step) and
+    /// early stopping: a row ends when `on_token` returns `false`.
+    pub fn generate_with(
+        &self,
+        inputs: &[MultimodalInput],
+        params: &GenerateParams,
+        top_logprobs: usize,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<Vec<Generation>> {
+        crate::generate::generate_with(&self.llava, &self.tokenizer, inputs, params, top_logprobs, on_token)
+    }
+
+    /// Tokens the model reads for `input`: its ids with each image placeholder expanded to the
+    /// image's tokens (what counts against the context and as OpenAI's `prompt_tokens`).
+    pub fn prompt_tokens(&self, input: &MultimodalInput) -> usize {
+        let images = input.ids.iter().filter(|&&id| id == crate::IMAGE_TOKEN_INDEX).count();
+        input.ids.len() - images + images * self.config.num_image_tokens()
+    }
+
     /// Parameters loaded.
     pub fn parameter_count(&self) -> u64 {
         loader::parameter_count(&self.config)

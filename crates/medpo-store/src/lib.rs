@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub mod api_keys;
 pub mod arena;
 pub mod datasets;
 pub mod evals;

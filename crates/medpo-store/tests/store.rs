@@ -132,6 +132,41 @@ async fn users_and_sessions(s: &Store) {
 }
 both!(users_and_sessions);
 
+async fn api_keys_and_call_log(s: &Store) {
+    use medpo_store::api_keys::ApiCall;
+    let u = s.create_user("script", "x", Role::Researcher).await.unwrap();
+    let other = s.create_user("other", "x", Role::Clinician).await.unwrap();
+    let k = s.create_api_key(u.id, "notebook", "mpo_12345678", &"a".repeat(64)).await.unwrap();
+    assert_eq!((k.name.as_str(), k.last_used_at, k.revoked_at), ("notebook", None, None));
+    let dup = s.create_api_key(other.id, "x", "mpo_12345678", &"a".repeat(64)).await.unwrap_err();
+    assert!(dup.is_conflict(), "{dup}");
+    assert!(matches!(s.create_api_key(u.id, " ", "p", "h").await, Err(Error::Invalid { .. })));
+    let (found, owner) = s.active_api_key(&"a".repeat(64)).await.unwrap().unwrap();
+    assert_eq!((found.id, owner.username.as_str(), owner.role), (k.id, "script", Role::Researcher));
+    assert!(s.active_api_key(&"b".repeat(64)).await.unwrap().is_none());
+    let call = ApiCall {
+        key_id: k.id,
+        endpoint: "/v1/chat/completions".into(),
+        model: Some("m".into()),
+        status: 200,
+        prompt_tokens: Some(40),
+        completion_tokens: Some(7),
+        latency_ms: 12,
+        error: None,
+    };
+    s.log_api_call(&call).await.unwrap();
+    assert_eq!(s.api_calls_of(k.id, 10).await.unwrap(), vec![call]);
+    assert!(s.api_keys_of(u.id).await.unwrap()[0].last_used_at.is_some());
+    // Only the owner (or an admin, with None) revokes; revoked keys stop authenticating.
+    assert!(matches!(s.revoke_api_key(k.id, Some(other.id)).await, Err(Error::NotFound { .. })));
+    let r = s.revoke_api_key(k.id, Some(u.id)).await.unwrap();
+    assert!(r.revoked_at.is_some());
+    assert_eq!(s.revoke_api_key(k.id, None).await.unwrap().revoked_at, r.revoked_at, "revoking twice keeps the first time");
+    assert!(s.active_api_key(&"a".repeat(64)).await.unwrap().is_none());
+    assert_eq!(s.api_keys_of(u.id).await.unwrap().len(), 1);
+}
+both!(api_keys_and_call_log);
+
 async fn models_registry(s: &Store) {
     let sft = model(s, "llava-med-sft", "sft", None).await;
     let dpo = model(s, "llava-med-dpo", "dpo", Some(sft.id)).await;

@@ -46,6 +46,20 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// An API key of a user (the secret itself is shown once at creation and never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: i64,
+    pub user_id: i64,
+    /// The owner's label ("notebook", "eval script").
+    pub name: String,
+    /// The key's first characters (`mpo_ab12cd34`), to recognise it in lists and logs.
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 /// A registered checkpoint: an SFT base or one of its preference-tuned variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {

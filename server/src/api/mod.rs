@@ -13,6 +13,7 @@ use medpo_types::{Role, User};
 use crate::AppState;
 
 pub mod compare;
+pub mod openai;
 pub mod scans;
 
 /// The endpoints, mounted at the root.
@@ -22,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/scans/{id}/seen/{model_id}", get(scans::seen_by_model))
         .route("/scans/{file}", get(scans::serve))
         .route("/api/compare", post(compare::compare))
+        .merge(openai::routes())
 }
 
 /// An error answer: status and a message for the page.
