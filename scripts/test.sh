@@ -2,7 +2,8 @@
 # Runs every test of MedPO Arena on this machine, installing what is missing first:
 #   1. scripts/setup.sh --test   (wasm32 target, wasm-bindgen-cli, Chromium, PostgreSQL, Playwright)
 #   2. a release build of the server and the wasm front end (scripts/build.sh --release)
-#   3. Playwright in headless Chromium against that release server (end2end/)
+#   3. Playwright in headless Chromium against that release server (end2end/), then the
+#      OpenAI-compatible API with curl and the `openai` Python package (scripts/test-api.sh)
 #   4. every crate's unit, integration and doc tests (`cargo test --workspace`, the command a
 #      contributor runs), the storage tests against SQLite and against a real throwaway
 #      PostgreSQL started here and stopped at exit
@@ -36,6 +37,11 @@ target/release/examples/make_test_dicom "$MEDPO_E2E_DICOM"
 rm -rf "$MEDPO_E2E_DATA_DIR" "$(dirname "$MEDPO_E2E_DICOM")"
 e2e_passed=$(grep -Eo '^ *[0-9]+ passed' "$e2e_log" | tail -n1 | grep -Eo '[0-9]+' || echo 0)
 
+echo "==> OpenAI-compatible API (curl and the openai Python package, release server)"
+api_log=$(mktemp)
+scripts/test-api.sh 2>&1 | tee "$api_log"
+api_passed=$(grep -Eo '^api: [0-9]+ passed' "$api_log" | grep -Eo '[0-9]+' || echo 0)
+
 echo "==> graceful shutdown on SIGTERM (release server)"
 sd_dir=$(mktemp -d)
 sd_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -66,9 +72,9 @@ unit_passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$unit_log" | gr
 unit_failed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$unit_log" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 if [ "$unit_rc" != 0 ]; then
     echo "==> crate tests FAILED (cargo test exit $unit_rc)"
-    echo "tests: $((e2e_passed + unit_passed)) passed, $((unit_failed > 0 ? unit_failed : 1)) failed"
+    echo "tests: $((e2e_passed + api_passed + unit_passed)) passed, $((unit_failed > 0 ? unit_failed : 1)) failed"
     exit 1
 fi
 
-echo "==> all tests passed in $(( $(date +%s) - start )) s (browser: $e2e_passed, crates: $unit_passed)"
-echo "tests: $((e2e_passed + unit_passed)) passed, 0 failed"
+echo "==> all tests passed in $(( $(date +%s) - start )) s (browser: $e2e_passed, API: $api_passed, crates: $unit_passed)"
+echo "tests: $((e2e_passed + api_passed + unit_passed)) passed, 0 failed"

@@ -79,7 +79,7 @@ pub fn AccountMenu() -> impl IntoView {
             <Transition fallback=|| ()>
                 {move || user.get().map(|r| match r {
                     Ok(Some(u)) => view! {
-                        <span class="who" data-testid="signed-in-as">{u.username.clone()} " · " <em>{u.role.as_str()}</em></span>
+                        <a href="/account" class="who" data-testid="signed-in-as">{u.username.clone()} " · " <em>{u.role.as_str()}</em></a>
                         <ActionForm action=logout attr:class="inline">
                             <button type="submit" class="link">"Sign out"</button>
                         </ActionForm>
@@ -116,6 +116,23 @@ pub mod ssr {
         let bytes: [u8; 16] = rand::random();
         let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    }
+
+    /// Prefix of every API key; a key is `mpo_` + 40 hex characters (160 random bits).
+    pub const API_KEY_PREFIX: &str = "mpo_";
+
+    /// A new API key: `(secret, display prefix, SHA-256 hex to store)`. The secret is shown
+    /// once and never stored.
+    pub fn new_api_key() -> (String, String, String) {
+        let secret = format!("{API_KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 20]>()));
+        let prefix = secret[..API_KEY_PREFIX.len() + 8].to_string();
+        let hash = api_key_hash(&secret);
+        (secret, prefix, hash)
+    }
+
+    /// The stored form of an API key.
+    pub fn api_key_hash(secret: &str) -> String {
+        hex::encode(Sha256::digest(secret.as_bytes()))
     }
 
     /// Checks a password against a stored PHC string.

@@ -75,6 +75,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/training") view=pages::training::TrainingPage/>
                     <Route path=path!("/leaderboard") view=pages::leaderboard::LeaderboardPage/>
                     <Route path=path!("/models") view=pages::models::ModelsPage/>
+                    <Route path=path!("/account") view=pages::account::AccountPage/>
                     <Route path=path!("/login") view=auth::LoginPage/>
                 </Routes>
             </main>

@@ -55,6 +55,7 @@ async fn every_page_renders_on_the_server_with_database_data() {
         ("/training", "Training"),
         ("/leaderboard", "Leaderboard"),
         ("/models", "Models"),
+        ("/account", "Account"),
     ] {
         let (status, html) = get(&app, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");

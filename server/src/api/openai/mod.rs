@@ -22,8 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use medpo_types::{ApiKey, Role, User};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::AppState;
 
@@ -129,23 +127,9 @@ impl From<medpo_store::Error> for OpenAiError {
     }
 }
 
-/// Prefix of every key; the key is `mpo_` + 40 hex characters (160 random bits).
-pub const KEY_PREFIX: &str = "mpo_";
-
-/// A new random key: `(secret, display prefix, SHA-256 hex to store)`.
-pub fn new_key() -> (String, String, String) {
-    let mut bytes = [0u8; 20];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-    let prefix = secret[..KEY_PREFIX.len() + 8].to_string();
-    let hash = key_hash(&secret);
-    (secret, prefix, hash)
-}
-
-/// The stored form of a key.
-pub fn key_hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
+/// Keys are made and hashed by the app's account code (the Account page and `medpo api-key`
+/// share it).
+pub use app::auth::ssr::{api_key_hash as key_hash, new_api_key as new_key, API_KEY_PREFIX as KEY_PREFIX};
 
 /// Per-key token buckets: `per_minute` tokens of capacity, refilled continuously.
 #[derive(Debug)]
