@@ -10,7 +10,6 @@ const pages = [
   { path: '/training', title: 'Training', heading: 'Training' },
   { path: '/leaderboard', title: 'Leaderboard', heading: 'Leaderboard' },
   { path: '/models', title: 'Models', heading: 'Models' },
-  { path: '/account', title: 'Account', heading: 'Account' },
 ];
 
 for (const p of pages) {

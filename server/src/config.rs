@@ -63,6 +63,9 @@ struct FileSettings {
     log: Option<String>,
     secure_cookies: Option<bool>,
     api_rate_limit: Option<u32>,
+    /// `[[remote]]` tables: OpenAI-compatible servers whose models join the arena.
+    #[serde(default)]
+    remote: Vec<medpo_remote::RemoteConfig>,
 }
 
 /// The resolved, validated configuration.
@@ -78,6 +81,9 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Requests per minute per API key.
     pub api_rate_limit: u32,
+    /// Remote OpenAI-compatible backends (`[[remote]]` in `medpo.toml`), validated: each
+    /// one's API key variable is set.
+    pub remotes: Vec<medpo_remote::RemoteConfig>,
     /// Which file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -130,6 +136,14 @@ impl Settings {
         if api_rate_limit == 0 || api_rate_limit > 1_000_000 {
             return Err(err("--api-rate-limit", api_rate_limit, "must be between 1 and 1000000 requests per minute"));
         }
+        let config_name = config_file.as_ref().map_or("medpo.toml".to_string(), |p| p.display().to_string());
+        let mut names = std::collections::HashSet::new();
+        for r in &file.remote {
+            r.validate().map_err(|cause| err("--config", &config_name, cause))?;
+            if !names.insert(r.name.clone()) {
+                return Err(err("--config", &config_name, format!("two remotes are named `{}`", r.name)));
+            }
+        }
         Ok(Config {
             bind,
             database_url,
@@ -140,6 +154,7 @@ impl Settings {
             log,
             secure_cookies: self.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             api_rate_limit,
+            remotes: file.remote,
             config_file,
         })
     }
@@ -238,6 +253,21 @@ mod tests {
         let e = Settings { config: Some("/nonexistent/medpo.toml".into()), ..Default::default() }.resolve().unwrap_err().to_string();
         assert!(e.starts_with("--config `/nonexistent/medpo.toml`"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn remotes_are_read_and_checked() {
+        let s = settings();
+        let f = s.config.clone().unwrap();
+        std::fs::write(&f, "[[remote]]\nname = \"vllm\"\nbase_url = \"http://10.0.0.5:8000/v1\"\nmodels = [\"llava-med-7b\"]\ntimeout_s = 30\n").unwrap();
+        let c = s.resolve().unwrap();
+        assert_eq!(c.remotes.len(), 1);
+        assert_eq!((c.remotes[0].name.as_str(), c.remotes[0].timeout_s, c.remotes[0].max_concurrency), ("vllm", 30, 4));
+        std::fs::write(&f, "[[remote]]\nname = \"v\"\nbase_url = \"http://h/v1\"\nmodels = [\"m\"]\napi_key_env = \"MEDPO_TEST_UNSET_REMOTE_KEY\"\n").unwrap();
+        let e = s.resolve().unwrap_err().to_string();
+        assert!(e.starts_with("--config `") && e.contains("MEDPO_TEST_UNSET_REMOTE_KEY"), "{e}");
+        std::fs::write(&f, "[[remote]]\nname = \"v\"\nbase_url = \"http://h/v1\"\nmodels = [\"m\"]\ncolour = 1\n").unwrap();
+        assert!(s.resolve().unwrap_err().to_string().contains("unknown field `colour`"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod api;
 pub mod config;
 pub mod discover;
 pub mod engine;
+pub mod remote;
 pub mod users;
 
 pub use config::{Config, ConfigError, Settings};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub engine: Arc<engine::ModelPool>,
     /// Per-key request budget of the OpenAI-compatible API.
     pub api_limiter: Arc<api::openai::RateLimiter>,
+    /// Clients of the remote backends.
+    pub remotes: Arc<remote::RemotePool>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             },
             engine: Arc::new(engine::ModelPool::new(config.models_dir.clone(), 4, slots)),
             api_limiter: Arc::new(api::openai::RateLimiter::new(config.api_rate_limit)),
+            remotes: Arc::new(remote::RemotePool::new(&config.remotes)),
             config: Arc::new(config),
         }
     }
@@ -282,6 +286,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(jobs = orphans, "marked training jobs left running by a previous server as failed");
     }
     discover::register_models_dir(&store, &config.models_dir).await;
+    remote::register_remotes(&store, &config.remotes).await;
     let state = AppState::new(config.clone(), store.clone());
     tracing::info!(
         address = %format!("http://{}", config.bind),

@@ -55,7 +55,6 @@ async fn every_page_renders_on_the_server_with_database_data() {
         ("/training", "Training"),
         ("/leaderboard", "Leaderboard"),
         ("/models", "Models"),
-        ("/account", "Account"),
     ] {
         let (status, html) = get(&app, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
@@ -66,6 +65,10 @@ async fn every_page_renders_on_the_server_with_database_data() {
     assert!(html.contains("chest-xray-votes"), "the datasets page does not show the stored dataset");
     let (_, html) = get(&app, "/training").await;
     assert!(html.contains("No training job yet"));
+    // The account page needs a session: 401, with the page and its reason.
+    let (status, html) = get(&app, "/account").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("<h1>Account</h1>") && html.contains("sign in first"), "{html}");
 }
 
 #[tokio::test]

@@ -604,6 +604,7 @@ fn score_reports_cmd(args: ScoreReportsArgs) -> anyhow::Result<()> {
             api_key: args.judge_api_key.clone(),
             timeout_s: 120,
             max_tokens: 1024,
+            retries: 2,
         })
     });
     let scores = score_reports(&preds, judge.as_mut().map(|j| j as &mut dyn NliJudge), &args.bootstrap.config());

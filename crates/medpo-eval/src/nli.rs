@@ -17,7 +17,6 @@
 //! The judge is any OpenAI-compatible chat endpoint ([`OpenAiJudge`], configured by
 //! [`JudgeConfig`]: URL, model, API key), at temperature 0 with the seed's system prompt.
 
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +132,13 @@ pub struct JudgeConfig {
     pub timeout_s: u64,
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Retries after a connection error or a 5xx/429 answer (with backoff).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_retries() -> u32 {
+    2
 }
 
 fn default_timeout() -> u64 {
@@ -154,24 +160,29 @@ and of the same length as the hypotheses.\n\nPremise:\n{premise}\n\nHypotheses:\
     )
 }
 
-/// A judge behind an OpenAI-compatible `/chat/completions` endpoint.
+/// A judge behind an OpenAI-compatible `/chat/completions` endpoint, called through
+/// [`medpo_remote::Client`] (the client the server uses for remote models): timeouts,
+/// `retries` with backoff on connection errors and 5xx, and a circuit breaker.
 pub struct OpenAiJudge {
-    cfg: JudgeConfig,
-    agent: ureq::Agent,
+    url: String,
+    model: String,
+    max_tokens: u32,
+    client: medpo_remote::Client,
 }
 
 impl OpenAiJudge {
     /// A judge for the endpoint; no request is made yet.
     pub fn new(cfg: JudgeConfig) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(cfg.timeout_s))
-            .build();
-        OpenAiJudge { cfg, agent }
+        let mut remote = medpo_remote::RemoteConfig::new("nli-judge", &cfg.url, vec![cfg.model.clone()]);
+        remote.timeout_s = cfg.timeout_s.max(1);
+        remote.retries = cfg.retries;
+        let client = medpo_remote::Client::new(remote, cfg.api_key.clone());
+        OpenAiJudge { url: cfg.url, model: cfg.model, max_tokens: cfg.max_tokens, client }
     }
 
     /// The chat-completions URL.
     pub fn endpoint(&self) -> String {
-        let u = self.cfg.url.trim_end_matches('/');
+        let u = self.url.trim_end_matches('/');
         if u.ends_with("/chat/completions") {
             u.to_string()
         } else {
@@ -187,32 +198,16 @@ impl OpenAiJudge {
 impl NliJudge for OpenAiJudge {
     fn judge(&mut self, premise: &str, facts: &[String]) -> Result<Vec<NliLabel>> {
         let body = serde_json::json!({
-            "model": self.cfg.model,
+            "model": self.model,
             "temperature": 0.0,
-            "max_tokens": self.cfg.max_tokens,
+            "max_tokens": self.max_tokens,
             "messages": [
                 {"role": "system", "content": "You are a helpful assistant."},
                 {"role": "user", "content": build_prompt(premise, facts)},
             ],
         });
-        let mut req = self.agent.post(&self.endpoint()).set("Content-Type", "application/json");
-        if let Some(key) = &self.cfg.api_key {
-            req = req.set("Authorization", &format!("Bearer {key}"));
-        }
-        let resp = match req.send_json(body) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                return Err(self.fail(format!("HTTP {code}: {}", text.chars().take(300).collect::<String>())));
-            }
-            Err(e) => return Err(self.fail(e.to_string())),
-        };
-        let v: serde_json::Value = resp.into_json().map_err(|e| self.fail(format!("response is not JSON: {e}")))?;
-        let content = v
-            .pointer("/choices/0/message/content")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| self.fail("response has no `choices[0].message.content`".into()))?;
-        let labels = parse_labels(content).map_err(|e| self.fail(e))?;
+        let answer = self.client.complete(&body).map_err(|e| self.fail(e.to_string()))?;
+        let labels = parse_labels(&answer.text).map_err(|e| self.fail(e))?;
         if labels.len() != facts.len() {
             return Err(self.fail(format!("{} labels for {} facts", labels.len(), facts.len())));
         }

@@ -49,8 +49,10 @@ fn chat_reply(content: &str) -> String {
     serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]}).to_string()
 }
 
+/// No retries: the fake server answers a fixed script, one response per connection, so a
+/// retried 500 would meet the next item's answer.
 fn config(url: String) -> JudgeConfig {
-    JudgeConfig { url, model: "judge-model".into(), api_key: Some("sk-test".into()), timeout_s: 10, max_tokens: 1024 }
+    JudgeConfig { url, model: "judge-model".into(), api_key: Some("sk-test".into()), timeout_s: 10, max_tokens: 1024, retries: 0 }
 }
 
 #[test]

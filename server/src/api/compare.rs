@@ -160,17 +160,23 @@ pub async fn compare(State(state): State<AppState>, headers: HeaderMap, Json(req
     let _ = tx.send(CompareEvent::Start { blind, columns: columns.clone() }).await;
     let image_path = state.ctx.data_dir.join(&scan.path);
     let pool = state.engine.clone();
+    let remotes = state.remotes.clone();
     tokio::spawn(async move {
         let mut handles = Vec::new();
         for (column, (m, info)) in models.iter().cloned().zip(columns.iter().cloned()).enumerate() {
-            let (pool, tx, question, image_path) = (pool.clone(), tx.clone(), question.clone(), image_path.clone());
+            let (pool, remotes, tx, question, image_path) =
+                (pool.clone(), remotes.clone(), tx.clone(), question.clone(), image_path.clone());
             handles.push(tokio::spawn(async move {
-                let _permit = pool.slots.clone().acquire_owned().await;
+                // Remote columns wait on their remote's own bound, not on the local gate.
+                let _permit = if crate::remote::is_remote(&m) { None } else { pool.slots.clone().acquire_owned().await.ok() };
                 let settings = info.settings.clone();
                 let name = m.name.clone();
                 let run = tokio::task::spawn_blocking({
                     let tx = tx.clone();
-                    move || run_column(&pool, &m, column, &question, &image_path, &settings, &tx)
+                    move || match remotes.target(&m) {
+                        Some(target) => run_remote_column(target?, column, &question, &image_path, &settings, &tx),
+                        None => run_column(&pool, &m, column, &question, &image_path, &settings, &tx),
+                    }
                 })
                 .await;
                 let outcome = match run {
@@ -273,6 +279,50 @@ fn run_column(
     let text = gens.into_iter().next().map(|g| g.text).unwrap_or_default();
     let _ = tx.blocking_send(CompareEvent::Done { column, latency_ms, first_token_ms: first, tokens });
     Ok((text.trim().to_string(), latency_ms))
+}
+
+/// Runs one column against a remote OpenAI-compatible server on a blocking thread: the scan
+/// goes as a PNG `data:` URL, tokens stream back as they come. Returns the answer and its
+/// latency in ms.
+fn run_remote_column(
+    (client, model): (Arc<medpo_remote::Client>, String),
+    column: usize,
+    question: &str,
+    image_path: &std::path::Path,
+    s: &GenerationSettings,
+    tx: &mpsc::Sender<CompareEvent>,
+) -> Result<(String, i64), String> {
+    use base64::Engine;
+    let png = std::fs::read(image_path).map_err(|e| format!("the scan could not be read: {e}"))?;
+    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png));
+    let mut body = serde_json::json!({
+        "model": model,
+        "max_tokens": s.max_new_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "seed": s.seed,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": question},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}],
+    });
+    if s.repetition_penalty != 1.0 {
+        body["repetition_penalty"] = serde_json::json!(s.repetition_penalty);
+    }
+    let started = Instant::now();
+    let mut first: Option<i64> = None;
+    let mut pieces = 0usize;
+    let answer = client
+        .stream(&body, &mut |d| {
+            pieces += 1;
+            first.get_or_insert_with(|| started.elapsed().as_millis() as i64);
+            tx.blocking_send(CompareEvent::Token { column, text: d.to_string() }).is_ok()
+        })
+        .map_err(|e| e.to_string())?;
+    let latency_ms = started.elapsed().as_millis() as i64;
+    let tokens = answer.completion_tokens.map_or(pieces, |t| t as usize);
+    let _ = tx.blocking_send(CompareEvent::Done { column, latency_ms, first_token_ms: first, tokens });
+    Ok((answer.text.trim().to_string(), latency_ms))
 }
 
 #[cfg(test)]

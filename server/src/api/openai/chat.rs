@@ -508,7 +508,7 @@ async fn handle(
         .await
         .map_err(|e| fail(e.into()))?
         .into_iter()
-        .find(|m| m.enabled && m.name == ask.model)
+        .find(|m| m.enabled && m.name == ask.model && !crate::remote::is_remote(m))
         .ok_or_else(|| {
             fail(OpenAiError::not_found(format!("model `{}` does not exist or is disabled (GET /v1/models lists them)", ask.model))
                 .param("model")

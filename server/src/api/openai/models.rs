@@ -18,7 +18,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     let names: std::collections::HashMap<i64, String> = models.iter().map(|m| (m.id, m.name.clone())).collect();
     let data: Vec<serde_json::Value> = models
         .iter()
-        .filter(|m| m.enabled)
+        .filter(|m| m.enabled && !crate::remote::is_remote(m))
         .map(|m| {
             serde_json::json!({
                 "id": m.name,
