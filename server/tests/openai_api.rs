@@ -3,22 +3,17 @@
 //! logprobs, stop strings, the rate limit, the call log, and every bad input refused in
 //! OpenAI's error shape with nothing stored and the server still serving.
 
-use std::path::PathBuf;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use medpo_server::api::openai::{key_hash, new_key};
-use medpo_server::{router, AppState, Settings};
-use medpo_types::{NewModel, Role};
+use common::{config, register_fixture, shared};
+use medpo_server::{router, AppState};
+use medpo_types::Role;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDPO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 struct Env {
     app: axum::Router,
@@ -32,35 +27,13 @@ const MODEL: &str = "llava-med-tiny";
 
 async fn env(role: Role, rate: u32) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_file = dir.path().join("medpo.toml");
-    std::fs::write(&cfg_file, "").unwrap();
-    let config = Settings {
-        config: Some(cfg_file),
-        data_dir: Some(dir.path().join("data")),
-        models_dir: Some(shared().join("fixtures/v1")),
-        max_upload_mb: Some(1),
-        api_rate_limit: Some(rate),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    config.prepare_data_dir().unwrap();
+    let config = config(dir.path(), |s| {
+        s.max_upload_mb = Some(1);
+        s.api_rate_limit = Some(rate);
+    });
     let store = medpo_server::open_store(&config).await.unwrap();
     for (name, layout) in [(MODEL, "llava_mistral"), ("huatuogpt-vision-tiny", "llava_qwen2")] {
-        store
-            .register_model(&NewModel {
-                name: name.into(),
-                base: "fixture".into(),
-                variant: "sft".into(),
-                layout: layout.into(),
-                parent_id: None,
-                path: shared().join("fixtures/v1").join(name).display().to_string(),
-                files: vec![],
-                card: String::new(),
-                params: None,
-            })
-            .await
-            .unwrap();
+        register_fixture(&store, name, layout).await;
     }
     let user = store.create_user("script", "unused", role).await.unwrap();
     let (key, prefix, hash) = new_key();

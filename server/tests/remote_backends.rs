@@ -7,22 +7,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use medpo_remote::RemoteConfig;
-use medpo_server::{router, AppState, Settings};
-use medpo_types::{CompareEvent, NewModel, Role};
+use common::{register_fixture, shared};
+use medpo_server::{router, AppState};
+use medpo_types::{CompareEvent, Role};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDPO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 struct Server {
     state: AppState,
@@ -32,18 +28,8 @@ struct Server {
 
 async fn server(remotes: Vec<RemoteConfig>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_file = dir.path().join("medpo.toml");
-    std::fs::write(&cfg_file, "").unwrap();
-    let mut config = Settings {
-        config: Some(cfg_file),
-        data_dir: Some(dir.path().join("data")),
-        models_dir: Some(shared().join("fixtures/v1")),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
+    let mut config = common::config(dir.path(), |_| {});
     config.remotes = remotes;
-    config.prepare_data_dir().unwrap();
     let store = medpo_server::open_store(&config).await.unwrap();
     let remotes = config.remotes.clone();
     medpo_server::remote::register_remotes(&store, &remotes).await;
@@ -51,21 +37,7 @@ async fn server(remotes: Vec<RemoteConfig>) -> Server {
 }
 
 async fn register_local(s: &Server, name: &str, layout: &str) -> i64 {
-    s.store
-        .register_model(&NewModel {
-            name: name.into(),
-            base: "fixture".into(),
-            variant: "sft".into(),
-            layout: layout.into(),
-            parent_id: None,
-            path: shared().join("fixtures/v1").join(name).display().to_string(),
-            files: vec![],
-            card: String::new(),
-            params: None,
-        })
-        .await
-        .unwrap()
-        .id
+    register_fixture(&s.store, name, layout).await
 }
 
 /// Serves a router on a free loopback port; returns its base URL.

@@ -1,25 +1,20 @@
 //! The HTTP application without a socket: health, readiness, server-rendered pages, the
 //! 404 page, the request size limit and a server-function round trip.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use medpo_server::{router, AppState, Settings};
+use medpo_server::{router, AppState};
 use tower::ServiceExt;
 
 async fn app(max_upload_mb: u64) -> (axum::Router, medpo_store::Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_file = dir.path().join("medpo.toml");
-    std::fs::write(&cfg_file, "").unwrap();
-    let config = Settings {
-        config: Some(cfg_file),
-        data_dir: Some(dir.path().join("data")),
-        models_dir: Some(dir.path().join("models")),
-        max_upload_mb: Some(max_upload_mb),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    config.prepare_data_dir().unwrap();
+    let models = dir.path().join("models");
+    let config = common::config(dir.path(), |s| {
+        s.models_dir = Some(models);
+        s.max_upload_mb = Some(max_upload_mb);
+    });
     let store = medpo_server::open_store(&config).await.unwrap();
     let state = AppState::new(config, store.clone());
     (router(state), store, dir)

@@ -5,18 +5,15 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use medpo_server::{router, AppState, Settings};
-use medpo_types::{CompareEvent, NewModel, Role};
+use common::shared;
+use medpo_server::{router, AppState};
+use medpo_types::{CompareEvent, Role};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDPO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 struct Env {
     app: axum::Router,
@@ -28,18 +25,7 @@ struct Env {
 
 async fn env(role: Role) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_file = dir.path().join("medpo.toml");
-    std::fs::write(&cfg_file, "").unwrap();
-    let config = Settings {
-        config: Some(cfg_file),
-        data_dir: Some(dir.path().join("data")),
-        models_dir: Some(shared().join("fixtures/v1")),
-        max_upload_mb: Some(1),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    config.prepare_data_dir().unwrap();
+    let config = common::config(dir.path(), |s| s.max_upload_mb = Some(1));
     let store = medpo_server::open_store(&config).await.unwrap();
     let user = store.create_user("rad", "unused", role).await.unwrap();
     let token = "t".repeat(64);
@@ -82,21 +68,7 @@ async fn upload(e: &Env, name: &str, bytes: &[u8]) -> (StatusCode, serde_json::V
 }
 
 async fn register(e: &Env, name: &str, path: PathBuf, layout: &str) -> i64 {
-    e.store
-        .register_model(&NewModel {
-            name: name.into(),
-            base: "fixture".into(),
-            variant: "sft".into(),
-            layout: layout.into(),
-            parent_id: None,
-            path: path.display().to_string(),
-            files: vec![],
-            card: String::new(),
-            params: None,
-        })
-        .await
-        .unwrap()
-        .id
+    common::register(&e.store, name, &path, layout).await
 }
 
 #[tokio::test]

@@ -164,7 +164,6 @@ and of the same length as the hypotheses.\n\nPremise:\n{premise}\n\nHypotheses:\
 /// [`medpo_remote::Client`] (the client the server uses for remote models): timeouts,
 /// `retries` with backoff on connection errors and 5xx, and a circuit breaker.
 pub struct OpenAiJudge {
-    url: String,
     model: String,
     max_tokens: u32,
     client: medpo_remote::Client,
@@ -177,17 +176,12 @@ impl OpenAiJudge {
         remote.timeout_s = cfg.timeout_s.max(1);
         remote.retries = cfg.retries;
         let client = medpo_remote::Client::new(remote, cfg.api_key.clone());
-        OpenAiJudge { url: cfg.url, model: cfg.model, max_tokens: cfg.max_tokens, client }
+        OpenAiJudge { model: cfg.model, max_tokens: cfg.max_tokens, client }
     }
 
     /// The chat-completions URL.
     pub fn endpoint(&self) -> String {
-        let u = self.url.trim_end_matches('/');
-        if u.ends_with("/chat/completions") {
-            u.to_string()
-        } else {
-            format!("{u}/chat/completions")
-        }
+        self.client.endpoint()
     }
 
     fn fail(&self, message: String) -> Error {

@@ -3,7 +3,6 @@
 
 mod common;
 
-use medpo_eval::answers::AnswerRecord;
 use medpo_eval::bench::{AnswerType, VqaBenchmark, VqaItem};
 use medpo_eval::bootstrap_ci::BootstrapConfig;
 use medpo_eval::closed_accuracy::{judge_closed, ClosedVerdict};
@@ -17,22 +16,7 @@ fn bench(name: &str) -> VqaBenchmark {
     VqaBenchmark::load(name, &common::vqa_dir()).unwrap()
 }
 
-fn answers(bench: &VqaBenchmark, model: &str, f: impl Fn(&VqaItem) -> String) -> Vec<AnswerRecord> {
-    bench
-        .items
-        .iter()
-        .map(|it| AnswerRecord {
-            question_id: it.question_id.clone(),
-            prompt: it.prompt(),
-            text: f(it),
-            answer_id: String::new(),
-            model_id: model.into(),
-            answer: it.answer.clone(),
-            answer_type: it.raw_answer_type.clone(),
-            metadata: serde_json::Value::Null,
-        })
-        .collect()
-}
+use common::answers;
 
 fn cfg() -> BootstrapConfig {
     BootstrapConfig { rounds: 200, ..Default::default() }

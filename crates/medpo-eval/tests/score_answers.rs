@@ -3,29 +3,14 @@
 
 mod common;
 
-use medpo_eval::answers::{read_answers, AnswerRecord};
+use medpo_eval::answers::read_answers;
 use medpo_eval::bench::{AnswerType, QuestionId, VqaBenchmark};
 use medpo_eval::bootstrap_ci::BootstrapConfig;
 use medpo_eval::leaderboard::{compare_runs, leaderboards};
 use medpo_eval::protocol::Protocol;
 use medpo_eval::score::score_run;
 
-fn answers(bench: &VqaBenchmark, model: &str, f: impl Fn(&str) -> String) -> Vec<AnswerRecord> {
-    bench
-        .items
-        .iter()
-        .map(|it| AnswerRecord {
-            question_id: it.question_id.clone(),
-            prompt: it.prompt(),
-            text: f(&it.answer),
-            answer_id: String::new(),
-            model_id: model.into(),
-            answer: it.answer.clone(),
-            answer_type: it.raw_answer_type.clone(),
-            metadata: serde_json::Value::Null,
-        })
-        .collect()
-}
+use common::answers;
 
 fn cfg() -> BootstrapConfig {
     BootstrapConfig { rounds: 300, ..Default::default() }
@@ -34,7 +19,7 @@ fn cfg() -> BootstrapConfig {
 #[test]
 fn perfect_and_always_yes_models_on_vqa_rad() {
     let bench = VqaBenchmark::load("vqa-rad", &common::vqa_dir()).unwrap();
-    let perfect = score_run(&bench, &answers(&bench, "oracle", |g| format!("{g}.")), "oracle", &cfg()).unwrap();
+    let perfect = score_run(&bench, &answers(&bench, "oracle", |it| format!("{}.", it.answer)), "oracle", &cfg()).unwrap();
     assert_eq!(perfect.metric("closed/accuracy").unwrap().value, 1.0);
     assert_eq!(perfect.metric("open/recall").unwrap().value, 1.0);
     assert_eq!(perfect.metric("open/exact_match").unwrap().value, 1.0);

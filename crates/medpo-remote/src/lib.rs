@@ -198,7 +198,8 @@ impl Client {
         &self.cfg
     }
 
-    fn endpoint(&self) -> String {
+    /// The chat-completions URL (`base_url` + `/chat/completions`, unless it already ends so).
+    pub fn endpoint(&self) -> String {
         let u = self.cfg.base_url.trim_end_matches('/');
         if u.ends_with("/chat/completions") {
             u.to_string()
