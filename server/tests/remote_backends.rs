@@ -5,7 +5,6 @@
 //! mid-answer, send garbage or never answer fail their own column only; the local column
 //! finishes and the comparison is stored once.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use medpo_remote::RemoteConfig;
+use medpo_remote::{testing, RemoteConfig};
 use common::{register_fixture, shared};
 use medpo_server::{router, AppState};
 use medpo_types::{CompareEvent, Role};
@@ -171,61 +170,14 @@ async fn a_second_medpo_server_serves_arena_models() {
     assert!(remote_calls.is_some());
 }
 
-/// A fake remote on a raw socket: answers every request with `reply(request_index)`, then
-/// closes (or, for `None`, accepts and never answers).
-fn fake_remote(reply: impl Fn(usize) -> Option<Vec<u8>> + Send + 'static) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (i, conn) in listener.incoming().enumerate() {
-            let Ok(mut conn) = conn else { break };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            match reply(i) {
-                Some(bytes) => {
-                    let _ = conn.write_all(&bytes);
-                    let _ = conn.flush();
-                }
-                None => held.push(conn),
-            }
-        }
-    });
-    format!("http://{addr}/v1")
-}
-
-fn sse(chunks: &[&str], done: bool) -> Vec<u8> {
-    let mut s = String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n");
-    for c in chunks {
-        s.push_str(&format!(
-            "data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}},\"finish_reason\":null}}]}}\n\n"
-        ));
-    }
-    if done {
-        s.push_str("data: [DONE]\n\n");
-    }
-    s.into_bytes()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_garbled_and_silent_remotes_fail_their_column_only() {
     // Dies after two pieces of its answer (no [DONE]: the server went away mid-answer).
-    let dying = fake_remote(|_| Some(sse(&["The lung", "s are"], false)));
+    let dying = testing::serve(|_, _| Some(testing::stream(&["The lung", "s are"], false)));
     // Answers 200 with something that is not an OpenAI stream.
-    let garbled = fake_remote(|_| Some(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html>502</html>".to_vec()));
+    let garbled = testing::serve(|_, _| Some(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html>502</html>".to_vec()));
     // Accepts and never answers.
-    let silent = fake_remote(|_| None);
+    let silent = testing::serve(|_, _| None);
     let mk = |name: &str, url: &str| {
         let mut c = RemoteConfig::new(name, url, vec!["m".into()]);
         c.timeout_s = 1;

@@ -124,8 +124,18 @@ pub struct DataDirArg {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Model folder (config.json, tokenizer, safetensors).
+    #[arg(long, required_unless_present = "remote")]
+    pub model: Option<PathBuf>,
+    /// Answer with a model on an OpenAI-compatible server instead of a local checkpoint:
+    /// its base URL (vLLM, TGI, another MedPO server's `/v1`). Needs `--remote-model`.
+    #[arg(long, conflicts_with = "model", requires = "remote_model")]
+    pub remote: Option<String>,
+    /// The model name on `--remote`.
     #[arg(long)]
-    pub model: PathBuf,
+    pub remote_model: Option<String>,
+    /// Environment variable holding `--remote`'s API key.
+    #[arg(long)]
+    pub remote_key_env: Option<String>,
     /// `vqa-rad`, `slake`, `pathvqa` or a path to a benchmark JSONL.
     #[arg(long)]
     pub bench: String,
@@ -238,11 +248,11 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let bench = VqaBenchmark::load(&args.bench, &args.data.data_dir)?;
-    let model_name = args
-        .model
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    let model_name = match (&args.model, &args.remote_model) {
+        (Some(dir), _) => dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        (None, Some(remote)) => remote.clone(),
+        (None, None) => "model".into(),
+    };
     let model_id = args.model_id.clone().unwrap_or(model_name);
     let answers_path = args
         .answers
@@ -255,7 +265,10 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if !args.images.is_dir() {
         anyhow::bail!("images folder `{}` does not exist", args.images.display());
     }
-    let mut answerer = model_answerer(&args)?;
+    let mut answerer = match &args.remote {
+        Some(url) => remote_answerer(&args, url)?,
+        None => model_answerer(&args)?,
+    };
     let cfg = RunConfig {
         model_id,
         batch_size: args.batch_size,
@@ -319,14 +332,64 @@ fn model_answerer(args: &EvalArgs) -> anyhow::Result<Box<dyn Answerer>> {
     };
     let dtype = if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 };
     let opts = medpo_models::LoadOptions { device, dtype, models_dir: args.models_dir.clone(), ..Default::default() };
-    let model = medpo_models::Model::load(&args.model, &opts)
-        .with_context(|| format!("loading model `{}`", args.model.display()))?;
+    let dir = args.model.as_ref().context("--model or --remote is required")?;
+    let model = medpo_models::Model::load(dir, &opts).with_context(|| format!("loading model `{}`", dir.display()))?;
     // The seed's model_vqa.py decodes greedily; answers are short.
     let params = medpo_models::GenerateParams {
         max_new_tokens: args.max_new_tokens,
         ..medpo_models::GenerateParams::for_layout(model.config.layout)
     };
     Ok(Box::new(ModelAnswerer { model, images: args.images.clone(), params }))
+}
+
+/// Generation on an OpenAI-compatible server (through the same client as the server's remote
+/// arena models): each question with its image as a `data:` URL, greedy.
+struct RemoteAnswerer {
+    client: medpo_remote::Client,
+    model: String,
+    images: PathBuf,
+    max_tokens: usize,
+}
+
+impl Answerer for RemoteAnswerer {
+    fn answer_batch(&mut self, items: &[VqaItem]) -> medpo_eval::Result<Vec<String>> {
+        use base64::Engine;
+        let fail = |m: String| medpo_eval::Error::Answerer(m);
+        items
+            .iter()
+            .map(|it| {
+                let path = it.image_path(&self.images);
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| fail(format!("image `{}` for question {}: {e}", path.display(), it.question_id)))?;
+                let mime = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) { "image/jpeg" } else { "image/png" };
+                let url = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
+                let body = serde_json::json!({
+                    "model": self.model,
+                    "temperature": 0.0,
+                    "max_tokens": self.max_tokens,
+                    "messages": [{"role": "user", "content": [
+                        {"type": "text", "text": it.question},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ]}],
+                });
+                let a = self.client.complete(&body).map_err(|e| fail(format!("question {}: {e}", it.question_id)))?;
+                Ok(a.text.trim().to_string())
+            })
+            .collect()
+    }
+}
+
+fn remote_answerer(args: &EvalArgs, url: &str) -> anyhow::Result<Box<dyn Answerer>> {
+    let model = args.remote_model.clone().context("--remote needs --remote-model")?;
+    let mut cfg = medpo_remote::RemoteConfig::new("eval", url, vec![model.clone()]);
+    cfg.api_key_env = args.remote_key_env.clone();
+    let key = cfg.validate().map_err(anyhow::Error::msg)?;
+    Ok(Box::new(RemoteAnswerer {
+        client: medpo_remote::Client::new(cfg, key),
+        model,
+        images: args.images.clone(),
+        max_tokens: args.max_new_tokens,
+    }))
 }
 
 fn score_answers(args: ScoreAnswersArgs) -> anyhow::Result<()> {
@@ -751,6 +814,50 @@ mod tests {
         assert_eq!(a[2].prompt, "<image>\nIs this a CT?");
         let s = RunSummary::read_json(&d.join("a.summary.json")).unwrap();
         assert_eq!((s.counts.items, s.counts.answered), (3, 3));
+    }
+
+    /// `medpo eval --remote`: the questions go to an OpenAI-compatible server (a scripted one
+    /// here) with their images as data URLs; answers, resume and scores as for local models.
+    #[test]
+    fn eval_answers_with_a_remote_model() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let log = seen.clone();
+        let url = medpo_remote::testing::serve(move |_, body| {
+            log.lock().unwrap().push(serde_json::from_str(body).unwrap());
+            Some(medpo_remote::testing::completion("Yes."))
+        });
+        let fixtures = data_dir().join("../../fixtures/v1");
+        let d = tmp("eval-remote");
+        let bench = d.join("bench.jsonl");
+        let lines: Vec<String> = (0..3)
+            .map(|i| {
+                serde_json::json!({"question_id": i, "image": "scan.png", "text": "Is there a nodule?\n<image>",
+                    "gpt4_answer": if i == 2 { "no" } else { "yes" }, "answer_type": "CLOSED"})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&bench, lines.join("\n")).unwrap();
+        let answers = d.join("a.jsonl");
+        run(parse(&[
+            "eval", "--remote", &url, "--remote-model", "llava-med-7b", "--bench", bench.to_str().unwrap(),
+            "--images", fixtures.to_str().unwrap(), "--answers", answers.to_str().unwrap(), "--rounds", "20",
+        ]))
+        .unwrap();
+        let a = read_answers(&answers).unwrap();
+        assert_eq!(a.len(), 3);
+        assert!(a.iter().all(|x| x.text == "Yes." && x.model_id == "llava-med-7b"));
+        let s = RunSummary::read_json(&d.join("a.summary.json")).unwrap();
+        assert!((s.metric("closed/accuracy").unwrap().value - 2.0 / 3.0).abs() < 1e-12);
+        let reqs = seen.lock().unwrap();
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0]["model"], "llava-med-7b");
+        assert_eq!(reqs[0]["temperature"], 0.0);
+        let url = reqs[0]["messages"][0]["content"][1]["image_url"]["url"].as_str().unwrap();
+        assert!(url.starts_with("data:image/png;base64,iVBOR"), "{}", &url[..40]);
+        // --remote and --model together, or --remote without its model name, are refused.
+        assert!(Cli::try_parse_from(["medpo", "eval", "--remote", "http://h/v1", "--bench", "b", "--images", "i"]).is_err());
+        assert!(Cli::try_parse_from(["medpo", "eval", "--bench", "b", "--images", "i"]).is_err());
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! No web framework and no model code: the server uses it for remote arena models, the
 //! evaluation engine's NLI judge for its judge calls.
 
+#[cfg(feature = "test-support")]
+pub mod testing;
+
 use std::io::{BufRead, BufReader};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
