@@ -24,7 +24,9 @@ dir=$(mktemp -d /tmp/medpo-api.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 MEDPO_PASSWORD=clinician-password "$bin" user add apiuser --role clinician --data-dir "$dir/data" >/dev/null
 key=$("$bin" api-key create apiuser --name ci --data-dir "$dir/data" 2>/dev/null)
-"$bin" serve --bind "127.0.0.1:$port" --data-dir "$dir/data" --models-dir "$shared/fixtures/v1" --log warn >"$dir/log" 2>&1 &
+burst=$("$bin" api-key create apiuser --name burst --data-dir "$dir/data" 2>/dev/null)
+"$bin" serve --bind "127.0.0.1:$port" --data-dir "$dir/data" --models-dir "$shared/fixtures/v1" --log warn \
+    --max-upload-mb 1 --api-rate-limit 30 >"$dir/log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
@@ -53,6 +55,10 @@ check "no key: 401" 401 "$(req "$base/models")" '"authentication_error"'
 check "unknown model: 404" 404 "$(req -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d '{"model":"nope","messages":[{"role":"user","content":"hi"}]}' "$base/chat/completions")" '"model_not_found"'
 check "malformed JSON: 400" 400 "$(req -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d '{"model":' "$base/chat/completions")" '"invalid_request_error"'
 check "wrong content type: 415" 415 "$(req -H "Authorization: Bearer $key" -H 'Content-Type: text/plain' -d 'hello' "$base/chat/completions")" 'application/json'
+head -c 2000000 /dev/zero | base64 -w0 | sed 's/^/{"model":"llava-med-tiny","messages":[{"role":"user","content":[{"type":"text","text":"q"},{"type":"image_url","image_url":{"url":"data:image\/png;base64,/; s/$/"}}]}]}/' > "$dir/huge.json"
+check "body over the limit: 413" 413 "$(req -H "Authorization: Bearer $key" -H 'Content-Type: application/json' --data-binary @"$dir/huge.json" "$base/chat/completions")" '"invalid_request_error"'
+for _ in $(seq 1 30); do curl -s -o /dev/null -H "Authorization: Bearer $burst" "$base/models"; done
+check "over the key's rate: 429" 429 "$(req -H "Authorization: Bearer $burst" "$base/models")" '"rate_limit_exceeded"'
 
 echo "==> API: the openai Python package"
 py_log="$dir/pytest.log"

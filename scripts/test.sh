@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
+# One clean build: incremental caches would only cost disk (tens of GB) and time here.
+export CARGO_INCREMENTAL=0
 unset RUST_LOG
 start=$(date +%s)
 

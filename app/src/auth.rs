@@ -234,6 +234,9 @@ pub mod ssr {
         match user {
             None => Err((StatusCode::UNAUTHORIZED, "sign in first (your session may have expired)".into())),
             Some(u) if u.role == Role::Admin || roles.contains(&u.role) => Ok(u),
+            Some(u) if roles.is_empty() => {
+                Err((StatusCode::FORBIDDEN, format!("a {} account cannot do this; only admins can", u.role.as_str())))
+            }
             Some(u) => Err((
                 StatusCode::FORBIDDEN,
                 format!(

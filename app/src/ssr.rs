@@ -175,3 +175,53 @@ fn safetensors_param_count(path: &std::path::Path) -> Result<i64, String> {
     }
     Ok(total)
 }
+
+/// The registry layout of models served by a remote OpenAI-compatible server.
+pub const REMOTE_LAYOUT: &str = "remote";
+
+/// The client configuration of a remote registered from the Models page.
+pub fn remote_config(r: &medpo_types::RemoteEndpoint) -> medpo_remote::RemoteConfig {
+    let mut c = medpo_remote::RemoteConfig::new(&r.name, &r.base_url, r.models.clone());
+    c.api_key_env = r.api_key_env.clone();
+    c.timeout_s = r.timeout_s.max(1) as u64;
+    c.max_concurrency = r.max_concurrency.max(1) as usize;
+    c
+}
+
+/// Registers a remote's models (`<remote>/<model>`, layout `remote`, path
+/// `remote://<remote>/<model>`) that are not registered yet; returns the names added.
+pub async fn register_remote_models(store: &medpo_store::Store, r: &medpo_remote::RemoteConfig) -> Vec<String> {
+    let known: Vec<String> = match store.list_models().await {
+        Ok(list) => list.into_iter().map(|m| m.name).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list registered models");
+            return vec![];
+        }
+    };
+    let mut added = Vec::new();
+    for m in &r.models {
+        let name = format!("{}/{m}", r.name);
+        if known.contains(&name) {
+            continue;
+        }
+        let new = medpo_types::NewModel {
+            name: name.clone(),
+            base: format!("remote {}", r.name),
+            variant: "remote".into(),
+            layout: REMOTE_LAYOUT.into(),
+            parent_id: None,
+            path: format!("remote://{}/{m}", r.name),
+            files: vec![],
+            card: format!("Served by the OpenAI-compatible server `{}` at {} as `{m}`.", r.name, r.base_url),
+            params: None,
+        };
+        match store.register_model(&new).await {
+            Ok(_) => {
+                tracing::info!(model = %name, remote = %r.name, "registered a remote model");
+                added.push(name);
+            }
+            Err(e) => tracing::warn!(model = %name, error = %e, "could not register a remote model"),
+        }
+    }
+    added
+}

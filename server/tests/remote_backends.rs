@@ -250,3 +250,164 @@ async fn a_remote_that_keeps_failing_is_marked_unavailable() {
     assert!(e.contains("`gone` is unavailable after 2 failed requests"), "{e}");
     assert!(done(&events, 0));
 }
+
+/// An admin adds a remote on the Models page (the `add_remote` server function): it is checked,
+/// stored, its model registered, and the next comparison streams from it. Others may not add
+/// remotes; a remote whose key variable is unset is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_remote_on_the_models_page() {
+    let remote = server(vec![]).await;
+    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
+    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
+    let (key, prefix, hash) = medpo_server::api::openai::new_key();
+    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    let remote_url = listen(router(remote.state.clone())).await;
+    let var = format!("MEDPO_TEST_PAGE_REMOTE_KEY_{}", std::process::id());
+    std::env::set_var(&var, &key);
+
+    let front = server(vec![]).await;
+    let local = register_local(&front, "huatuogpt-vision-tiny", "llava_qwen2").await;
+    let app = router(front.state.clone());
+    let session = |name: &'static str, role: Role, token: char| {
+        let store = front.store.clone();
+        async move {
+            let u = store.create_user(name, "unused", role).await.unwrap();
+            let t = token.to_string().repeat(64);
+            store.create_session(&hex::encode(Sha256::digest(t.as_bytes())), u.id, "c", 3_600_000).await.unwrap();
+            format!("medpo_session={t}")
+        }
+    };
+    let admin = session("boss", Role::Admin, 'a').await;
+    let researcher = session("res", Role::Researcher, 'b').await;
+    let add = |cookie: String, form: String| {
+        let app = app.clone();
+        async move {
+            let req = Request::post("/api/add_remote")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", cookie)
+                .body(Body::from(form))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            (status, String::from_utf8_lossy(&axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap()).into_owned())
+        }
+    };
+    let enc = |s: &str| s.replace(':', "%3A").replace('/', "%2F");
+    let form = |name: &str, key_var: &str| {
+        format!("name={name}&base_url={}&api_key_env={key_var}&models=llava-med-tiny&timeout_s=30&max_concurrency=2", enc(&format!("{remote_url}/v1")))
+    };
+
+    let (st, body) = add(researcher, form("peer", &var)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("only admins"), "{body}");
+    let (st, body) = add(admin.clone(), form("broken", "MEDPO_TEST_SURELY_UNSET_VAR")).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("MEDPO_TEST_SURELY_UNSET_VAR"), "{body}");
+    assert!(front.store.list_remotes().await.unwrap().is_empty(), "a refused remote is not stored");
+    let (st, body) = add(admin.clone(), form("peer", &var)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(body.contains("peer/llava-med-tiny"), "{body}");
+    assert_eq!(front.store.list_remotes().await.unwrap()[0].api_key_env.as_deref(), Some(var.as_str()));
+
+    let peer = front.store.list_models().await.unwrap().into_iter().find(|m| m.name == "peer/llava-med-tiny").unwrap();
+    let cookie = clinician(&front).await;
+    let scan = upload_scan(&app, &cookie).await;
+    let events = compare(
+        &app,
+        &cookie,
+        serde_json::json!({"scan_id": scan, "question": "Is there a nodule?", "model_ids": [local, peer.id], "settings": {"max_new_tokens": 6}}),
+    )
+    .await;
+    assert!(done(&events, 0) && done(&events, 1) && column_error(&events, 1).is_none(), "{events:?}");
+    assert!(!column_text(&events, 1).trim().is_empty());
+}
+
+/// Serves `app` on a loopback port with every connection in a task set owned by the returned
+/// handle: aborting the handle kills the server, listener and open connections at once (as
+/// `kill -9` would), mid-answer if an answer is being sent. Each body chunk it sends is held
+/// back `per_chunk`, so an answer takes long enough to be cut.
+async fn killable(app: axum::Router, per_chunk: Duration) -> (String, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    let app = app.layer(axum::middleware::map_response(move |res: axum::response::Response| async move {
+        let (parts, body) = res.into_parts();
+        let slow = body.into_data_stream().then(move |chunk| async move {
+            tokio::time::sleep(per_chunk).await;
+            chunk
+        });
+        axum::response::Response::from_parts(parts, Body::from_stream(slow))
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { break };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            connections.spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), handle)
+}
+
+/// The second MedPO server is killed while its answer is streaming through the first: that
+/// column shows an error, the local column finishes, and the comparison is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_server_killed_mid_answer_fails_its_column_only() {
+    use futures::StreamExt;
+    let remote = server(vec![]).await;
+    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
+    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
+    let (key, prefix, hash) = medpo_server::api::openai::new_key();
+    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    let (remote_url, remote_handle) = killable(router(remote.state.clone()), Duration::from_millis(150)).await;
+    let var = format!("MEDPO_TEST_KILLED_REMOTE_KEY_{}", std::process::id());
+    std::env::set_var(&var, &key);
+    let mut cfg = RemoteConfig::new("peer", &format!("{remote_url}/v1"), vec!["llava-med-tiny".into()]);
+    cfg.api_key_env = Some(var);
+    cfg.retries = 0;
+    let front = server(vec![cfg]).await;
+    let local = register_local(&front, "huatuogpt-vision-tiny", "llava_qwen2").await;
+    let peer = front.store.list_models().await.unwrap().into_iter().find(|m| m.name == "peer/llava-med-tiny").unwrap().id;
+    let app = router(front.state.clone());
+    let cookie = clinician(&front).await;
+    let scan = upload_scan(&app, &cookie).await;
+
+    let body = serde_json::json!({"scan_id": scan, "question": "Is there a nodule?", "model_ids": [local, peer],
+        "settings": {"max_new_tokens": 24, "temperature": 0.0, "repetition_penalty": 1.0}});
+    let req = Request::post("/api/compare")
+        .header("content-type", "application/json")
+        .header("cookie", &cookie)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    let mut buf = String::new();
+    let mut events: Vec<CompareEvent> = Vec::new();
+    let mut killed = false;
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            events.push(serde_json::from_str(line.trim()).unwrap());
+            if !killed && matches!(events.last(), Some(CompareEvent::Token { column: 1, .. })) {
+                // The remote's first token is through: kill it.
+                remote_handle.abort();
+                killed = true;
+            }
+        }
+    }
+    assert!(killed, "the remote never streamed a token: {events:?}");
+    assert!(done(&events, 0) && column_error(&events, 0).is_none(), "the local column finishes: {events:?}");
+    let err = column_error(&events, 1).expect("the killed remote's column fails");
+    assert!(err.contains("`peer`"), "{err}");
+    assert!(!done(&events, 1), "{events:?}");
+    let CompareEvent::Saved { comparison_id, .. } = events.last().unwrap() else { panic!("{events:?}") };
+    let c = front.store.comparison(*comparison_id).await.unwrap();
+    assert!(c.answers[0].error.is_none() && c.answers[1].error.is_some());
+    assert_eq!(front.store.overview().await.unwrap().comparisons, 1, "stored once");
+}

@@ -1,8 +1,9 @@
-//! Registered checkpoints, grouped by base model, and registration of a checkpoint folder.
+//! Registered checkpoints, grouped by base model, registration of a checkpoint folder, and
+//! (admins) OpenAI-compatible servers whose models join the arena.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use medpo_types::ModelEntry;
+use medpo_types::{ModelEntry, RemoteEndpoint};
 
 use crate::components::{error_text, format_time, human_count, EmptyState, ErrorBox};
 
@@ -50,10 +51,58 @@ pub async fn register_model(name: String, path: String, variant: String) -> Resu
     Ok(entry)
 }
 
+#[server]
+pub async fn list_remotes() -> Result<Vec<RemoteEndpoint>, ServerFnError> {
+    let ctx = crate::ssr::ctx()?;
+    ctx.store.list_remotes().await.map_err(crate::ssr::store_err)
+}
+
+/// Adds an OpenAI-compatible server (admins only). It is checked like a `[[remote]]` table
+/// (URL scheme, model names, the key's environment variable set on this server), stored, and
+/// its models are registered as `<name>/<model>`; the first comparison that draws one connects.
+#[server(endpoint = "add_remote")]
+pub async fn add_remote(
+    name: String,
+    base_url: String,
+    api_key_env: String,
+    models: String,
+    timeout_s: String,
+    max_concurrency: String,
+) -> Result<Vec<String>, ServerFnError> {
+    use axum::http::StatusCode;
+    let user = crate::auth::ssr::require(&[]).await?;
+    let ctx = crate::ssr::ctx()?;
+    let bad = |m: String| crate::ssr::bad_input(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let number = |v: &str, what: &str, default: i64| -> Result<i64, ServerFnError> {
+        if v.trim().is_empty() {
+            return Ok(default);
+        }
+        v.trim().parse::<i64>().ok().filter(|n| (1..=3600).contains(n)).ok_or_else(|| bad(format!("{what} must be a whole number from 1 to 3600, not `{v}`")))
+    };
+    let endpoint = RemoteEndpoint {
+        id: 0,
+        name: name.trim().to_string(),
+        base_url: base_url.trim().to_string(),
+        api_key_env: Some(api_key_env.trim().to_string()).filter(|s| !s.is_empty()),
+        models: models.split([',', '\n']).map(str::trim).filter(|m| !m.is_empty()).map(str::to_string).collect(),
+        timeout_s: number(&timeout_s, "timeout", 60)?,
+        max_concurrency: number(&max_concurrency, "max concurrency", 4)?,
+        created_at: 0,
+    };
+    let cfg = crate::ssr::remote_config(&endpoint);
+    cfg.validate().map_err(bad)?;
+    let stored = ctx.store.create_remote(&endpoint, Some(user.id)).await.map_err(crate::ssr::store_err)?;
+    let added = crate::ssr::register_remote_models(&ctx.store, &cfg).await;
+    tracing::info!(remote = %stored.name, url = %stored.base_url, models = added.len(), user = %user.username, "added a remote server");
+    Ok(added)
+}
+
 #[component]
 pub fn ModelsPage() -> impl IntoView {
     let register = ServerAction::<RegisterModel>::new();
-    let models = Resource::new(move || register.version().get(), |_| list_models());
+    let add = ServerAction::<AddRemote>::new();
+    let models = Resource::new(move || (register.version().get(), add.version().get()), |_| list_models());
+    let remotes = Resource::new(move || add.version().get(), |_| list_remotes());
     view! {
         <Title text="Models — MedPO Arena"/>
         <h1>"Models"</h1>
@@ -79,6 +128,47 @@ pub fn ModelsPage() -> impl IntoView {
             </ActionForm>
             {move || register.value().get().map(|r| match r {
                 Ok(m) => view! { <p class="ok" role="status">"Registered " <strong>{m.name}</strong> " (" {m.layout} ")."</p> }.into_any(),
+                Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
+            })}
+        </section>
+        <section class="panel">
+            <h2>"Remote servers"</h2>
+            <p>"OpenAI-compatible servers (vLLM, TGI, another MedPO server) whose models join Compare and the blind arena as " <code>"server/model"</code> ". Also configurable as " <code>"[[remote]]"</code> " in medpo.toml. The API key stays in an environment variable of this server; only its name is stored."</p>
+            <Transition fallback=|| ()>
+                {move || remotes.get().map(|r| match r {
+                    Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No remote server added here."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="table" data-testid="remotes-table">
+                            <thead><tr><th>"Name"</th><th>"Base URL"</th><th>"Models"</th><th>"Key variable"</th><th>"Timeout"</th><th>"Concurrency"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|r| view! {
+                                    <tr>
+                                        <td><strong>{r.name}</strong></td>
+                                        <td class="path">{r.base_url}</td>
+                                        <td>{r.models.join(", ")}</td>
+                                        <td><code>{r.api_key_env.unwrap_or_else(|| "—".into())}</code></td>
+                                        <td>{format!("{} s", r.timeout_s)}</td>
+                                        <td>{r.max_concurrency}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                })}
+            </Transition>
+            <h3>"Add a remote server (admins)"</h3>
+            <ActionForm action=add attr:class="form-grid" attr:data-testid="add-remote">
+                <label>"Name" <input name="name" required maxlength="40" placeholder="gpu1"/></label>
+                <label>"Base URL" <input name="base_url" required placeholder="http://gpu1.internal:8000/v1"/></label>
+                <label>"Models" <input name="models" required placeholder="llava-med-v1.5-mistral-7b, llava-med-dpo"/></label>
+                <label>"API key variable" <input name="api_key_env" placeholder="GPU1_API_KEY (optional)"/></label>
+                <label>"Timeout (s)" <input name="timeout_s" inputmode="numeric" placeholder="60"/></label>
+                <label>"Max concurrency" <input name="max_concurrency" inputmode="numeric" placeholder="4"/></label>
+                <button type="submit">"Add"</button>
+            </ActionForm>
+            {move || add.value().get().map(|r| match r {
+                Ok(names) => view! { <p class="ok" role="status">{format!("Added; models registered: {}.", if names.is_empty() { "none new".to_string() } else { names.join(", ") })}</p> }.into_any(),
                 Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
             })}
         </section>

@@ -21,6 +21,7 @@ pub mod datasets;
 pub mod evals;
 pub mod jobs;
 pub mod models;
+pub mod remotes;
 pub mod scans;
 pub mod users;
 

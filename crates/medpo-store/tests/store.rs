@@ -167,6 +167,28 @@ async fn api_keys_and_call_log(s: &Store) {
 }
 both!(api_keys_and_call_log);
 
+async fn remotes_registry(s: &Store) {
+    let r = RemoteEndpoint {
+        id: 0,
+        name: "gpu1".into(),
+        base_url: "http://gpu1:8000/v1".into(),
+        api_key_env: Some("GPU1_KEY".into()),
+        models: vec!["llava-med-7b".into(), "llava-med-dpo".into()],
+        timeout_s: 30,
+        max_concurrency: 2,
+        created_at: 0,
+    };
+    let stored = s.create_remote(&r, None).await.unwrap();
+    assert!(stored.id > 0 && stored.created_at > 0);
+    assert_eq!(stored.models, r.models);
+    assert_eq!(s.remote_named("gpu1").await.unwrap(), Some(stored.clone()));
+    assert!(s.remote_named("gpu2").await.unwrap().is_none());
+    let dup = s.create_remote(&r, None).await.unwrap_err();
+    assert!(dup.is_conflict() && dup.to_string().contains("gpu1"), "{dup}");
+    assert_eq!(s.list_remotes().await.unwrap(), vec![stored]);
+}
+both!(remotes_registry);
+
 async fn models_registry(s: &Store) {
     let sft = model(s, "llava-med-sft", "sft", None).await;
     let dpo = model(s, "llava-med-dpo", "dpo", Some(sft.id)).await;

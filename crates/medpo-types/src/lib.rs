@@ -60,6 +60,21 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
+/// An OpenAI-compatible server registered from the Models page; its models join the arena
+/// as `<name>/<model>`. The API key itself is never stored, only the name of the server-side
+/// environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub id: i64,
+    pub name: String,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub models: Vec<String>,
+    pub timeout_s: i64,
+    pub max_concurrency: i64,
+    pub created_at: i64,
+}
+
 /// A registered checkpoint: an SFT base or one of its preference-tuned variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {

@@ -166,14 +166,16 @@ pub async fn compare(State(state): State<AppState>, headers: HeaderMap, Json(req
         for (column, (m, info)) in models.iter().cloned().zip(columns.iter().cloned()).enumerate() {
             let (pool, remotes, tx, question, image_path) =
                 (pool.clone(), remotes.clone(), tx.clone(), question.clone(), image_path.clone());
+            let store = store.clone();
             handles.push(tokio::spawn(async move {
                 // Remote columns wait on their remote's own bound, not on the local gate.
-                let _permit = if crate::remote::is_remote(&m) { None } else { pool.slots.clone().acquire_owned().await.ok() };
+                let target = remotes.target(&store, &m).await;
+                let _permit = if target.is_some() { None } else { pool.slots.clone().acquire_owned().await.ok() };
                 let settings = info.settings.clone();
                 let name = m.name.clone();
                 let run = tokio::task::spawn_blocking({
                     let tx = tx.clone();
-                    move || match remotes.target(&m) {
+                    move || match target {
                         Some(target) => run_remote_column(target?, column, &question, &image_path, &settings, &tx),
                         None => run_column(&pool, &m, column, &question, &image_path, &settings, &tx),
                     }
