@@ -200,11 +200,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8], max_image_bytes: usize) -> Re
     }
     for (v, name) in [(req.presence_penalty, "presence_penalty"), (req.frequency_penalty, "frequency_penalty")] {
         if v.is_some_and(|v| v != 0.0) {
-            return Err(OpenAiError::invalid(format!("`{name}` is not supported (use `repetition_penalty`)")).param(if name == "presence_penalty" {
-                "presence_penalty"
-            } else {
-                "frequency_penalty"
-            }));
+            return Err(OpenAiError::invalid(format!("`{name}` is not supported (use `repetition_penalty`)")).param(name));
         }
     }
     if let Some(t) = req.temperature {
@@ -498,7 +494,7 @@ async fn handle(
     started: Instant,
 ) -> Result<Response, (OpenAiError, Option<String>)> {
     let max_bytes = state.config.max_upload_bytes;
-    let ask = parse_request(headers, body, max_bytes).map_err(|e| (e, None))?;
+    let mut ask = parse_request(headers, body, max_bytes).map_err(|e| (e, None))?;
     let model_name = Some(ask.model.clone());
     let fail = |e: OpenAiError| (e, model_name.clone());
     let entry = state
@@ -516,7 +512,8 @@ async fn handle(
         })?;
     let permit = state.engine.slots.clone().acquire_owned().await.map_err(|e| fail(OpenAiError::internal("the generation gate is closed", e)))?;
     let pool = state.engine.clone();
-    let (question, image) = (ask.question.clone(), ask.image.as_ref().map(|u| DataUrl { media_type: u.media_type.clone(), bytes: u.bytes.clone() }));
+    // The image (up to the upload limit) moves to the blocking thread; nothing else needs it.
+    let (question, image) = (ask.question.clone(), ask.image.take());
     let prep_entry = entry.clone();
     let prepared = tokio::task::spawn_blocking(move || prepare(&pool, &prep_entry, &question, image.as_ref(), max_bytes))
         .await
