@@ -353,7 +353,6 @@ struct RemoteAnswerer {
 
 impl Answerer for RemoteAnswerer {
     fn answer_batch(&mut self, items: &[VqaItem]) -> medpo_eval::Result<Vec<String>> {
-        use base64::Engine;
         let fail = |m: String| medpo_eval::Error::Answerer(m);
         items
             .iter()
@@ -361,16 +360,11 @@ impl Answerer for RemoteAnswerer {
                 let path = it.image_path(&self.images);
                 let bytes = std::fs::read(&path)
                     .map_err(|e| fail(format!("image `{}` for question {}: {e}", path.display(), it.question_id)))?;
-                let mime = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) { "image/jpeg" } else { "image/png" };
-                let url = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
                 let body = serde_json::json!({
                     "model": self.model,
                     "temperature": 0.0,
                     "max_tokens": self.max_tokens,
-                    "messages": [{"role": "user", "content": [
-                        {"type": "text", "text": it.question},
-                        {"type": "image_url", "image_url": {"url": url}},
-                    ]}],
+                    "messages": medpo_remote::image_question(&it.question, &bytes),
                 });
                 let a = self.client.complete(&body).map_err(|e| fail(format!("question {}: {e}", it.question_id)))?;
                 Ok(a.text.trim().to_string())
@@ -823,8 +817,8 @@ mod tests {
         use std::sync::{Arc, Mutex};
         let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let log = seen.clone();
-        let url = medpo_remote::testing::serve(move |_, body| {
-            log.lock().unwrap().push(serde_json::from_str(body).unwrap());
+        let url = medpo_remote::testing::serve(move |r| {
+            log.lock().unwrap().push(serde_json::from_str(&r.body).unwrap());
             Some(medpo_remote::testing::completion("Yes."))
         });
         let fixtures = data_dir().join("../../fixtures/v1");

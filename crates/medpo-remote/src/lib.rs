@@ -25,6 +25,19 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// OpenAI's `messages` for one question about one image: a user message with the text and
+/// the image as a base64 `data:` URL, its media type read from the magic bytes (JPEG, else
+/// PNG, which is what scans are stored as).
+pub fn image_question(question: &str, image: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    let mime = if image.starts_with(&[0xFF, 0xD8, 0xFF]) { "image/jpeg" } else { "image/png" };
+    let url = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(image));
+    serde_json::json!([{"role": "user", "content": [
+        {"type": "text", "text": question},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]}])
+}
+
 /// One remote server, as written in `medpo.toml` (`[[remote]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,6 +403,16 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_questions_carry_the_image_type() {
+        let m = image_question("Is there a nodule?", &[0xFF, 0xD8, 0xFF, 0xE0]);
+        assert_eq!(m[0]["role"], "user");
+        assert_eq!(m[0]["content"][0]["text"], "Is there a nodule?");
+        assert_eq!(m[0]["content"][1]["image_url"]["url"], "data:image/jpeg;base64,/9j/4A==");
+        let png = image_question("q", b"\x89PNG");
+        assert!(png[0]["content"][1]["image_url"]["url"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    }
 
     #[test]
     fn config_is_checked() {

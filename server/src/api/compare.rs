@@ -294,19 +294,14 @@ fn run_remote_column(
     s: &GenerationSettings,
     tx: &mpsc::Sender<CompareEvent>,
 ) -> Result<(String, i64), String> {
-    use base64::Engine;
     let png = std::fs::read(image_path).map_err(|e| format!("the scan could not be read: {e}"))?;
-    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png));
     let mut body = serde_json::json!({
         "model": model,
         "max_tokens": s.max_new_tokens,
         "temperature": s.temperature,
         "top_p": s.top_p,
         "seed": s.seed,
-        "messages": [{"role": "user", "content": [
-            {"type": "text", "text": question},
-            {"type": "image_url", "image_url": {"url": url}},
-        ]}],
+        "messages": medpo_remote::image_question(question, &png),
     });
     if s.repetition_penalty != 1.0 {
         body["repetition_penalty"] = serde_json::json!(s.repetition_penalty);
