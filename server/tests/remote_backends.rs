@@ -47,6 +47,21 @@ async fn listen(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// A second MedPO server serving the fixture `llava-med-tiny`, with a researcher's API key put
+/// in a fresh environment variable; returns the server and the variable's name.
+async fn peer_with_key() -> (Server, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let remote = server(vec![]).await;
+    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
+    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
+    let (key, prefix, hash) = medpo_server::api::openai::new_key();
+    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let var = format!("MEDPO_TEST_REMOTE_KEY_{}_{n}", std::process::id());
+    std::env::set_var(&var, &key);
+    (remote, var)
+}
+
 /// A signed-in clinician's cookie on `s`.
 async fn clinician(s: &Server) -> String {
     let user = s.store.create_user("rad", "unused", Role::Clinician).await.unwrap();
@@ -105,15 +120,10 @@ fn done(events: &[CompareEvent], col: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_medpo_server_serves_arena_models() {
-    // The remote: a MedPO server with the fixture model and a clinician's API key.
-    let remote = server(vec![]).await;
-    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
-    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
-    let (key, prefix, hash) = medpo_server::api::openai::new_key();
-    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    // The remote: a MedPO server with the fixture model and an API key.
+    let (remote, var) = peer_with_key().await;
+    let key = std::env::var(&var).unwrap();
     let remote_url = listen(router(remote.state.clone())).await;
-    let var = format!("MEDPO_TEST_REMOTE_KEY_{}", std::process::id());
-    std::env::set_var(&var, &key);
 
     let mut cfg = RemoteConfig::new("peer", &format!("{remote_url}/v1"), vec!["llava-med-tiny".into()]);
     cfg.api_key_env = Some(var);
@@ -166,6 +176,7 @@ async fn a_second_medpo_server_serves_arena_models() {
     assert!(matches!(events.last(), Some(CompareEvent::Saved { .. })), "{events:?}");
     assert!(done(&events, 0) && done(&events, 1));
     // The remote's own call log shows the front's two calls.
+    let (owner, _) = remote.store.user_with_hash("service").await.unwrap().unwrap();
     let remote_calls = remote.store.api_keys_of(owner.id).await.unwrap()[0].last_used_at;
     assert!(remote_calls.is_some());
 }
@@ -173,11 +184,11 @@ async fn a_second_medpo_server_serves_arena_models() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_garbled_and_silent_remotes_fail_their_column_only() {
     // Dies after two pieces of its answer (no [DONE]: the server went away mid-answer).
-    let dying = testing::serve(|_, _| Some(testing::stream(&["The lung", "s are"], false)));
+    let dying = testing::serve(|_| Some(testing::stream(&["The lung", "s are"], false)));
     // Answers 200 with something that is not an OpenAI stream.
-    let garbled = testing::serve(|_, _| Some(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html>502</html>".to_vec()));
+    let garbled = testing::serve(|_| Some(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html>502</html>".to_vec()));
     // Accepts and never answers.
-    let silent = testing::serve(|_, _| None);
+    let silent = testing::serve(|_| None);
     let mk = |name: &str, url: &str| {
         let mut c = RemoteConfig::new(name, url, vec!["m".into()]);
         c.timeout_s = 1;
@@ -256,14 +267,8 @@ async fn a_remote_that_keeps_failing_is_marked_unavailable() {
 /// remotes; a remote whose key variable is unset is refused and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_adds_a_remote_on_the_models_page() {
-    let remote = server(vec![]).await;
-    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
-    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
-    let (key, prefix, hash) = medpo_server::api::openai::new_key();
-    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    let (remote, var) = peer_with_key().await;
     let remote_url = listen(router(remote.state.clone())).await;
-    let var = format!("MEDPO_TEST_PAGE_REMOTE_KEY_{}", std::process::id());
-    std::env::set_var(&var, &key);
 
     let front = server(vec![]).await;
     let local = register_local(&front, "huatuogpt-vision-tiny", "llava_qwen2").await;
@@ -358,14 +363,8 @@ async fn killable(app: axum::Router, per_chunk: Duration) -> (String, tokio::tas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_remote_server_killed_mid_answer_fails_its_column_only() {
     use futures::StreamExt;
-    let remote = server(vec![]).await;
-    register_local(&remote, "llava-med-tiny", "llava_mistral").await;
-    let owner = remote.store.create_user("service", "unused", Role::Researcher).await.unwrap();
-    let (key, prefix, hash) = medpo_server::api::openai::new_key();
-    remote.store.create_api_key(owner.id, "front", &prefix, &hash).await.unwrap();
+    let (remote, var) = peer_with_key().await;
     let (remote_url, remote_handle) = killable(router(remote.state.clone()), Duration::from_millis(150)).await;
-    let var = format!("MEDPO_TEST_KILLED_REMOTE_KEY_{}", std::process::id());
-    std::env::set_var(&var, &key);
     let mut cfg = RemoteConfig::new("peer", &format!("{remote_url}/v1"), vec!["llava-med-tiny".into()]);
     cfg.api_key_env = Some(var);
     cfg.retries = 0;

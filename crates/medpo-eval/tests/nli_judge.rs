@@ -1,46 +1,21 @@
 //! The OpenAI-compatible NLI judge against a local HTTP server started by the test.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
 use medpo_eval::bootstrap_ci::BootstrapConfig;
 use medpo_eval::nli::{JudgeConfig, NliJudge, NliLabel, OpenAiJudge};
 use medpo_eval::report::{score_reports, ReportPrediction};
+use medpo_remote::testing;
 
 /// Serves `replies` (status, body) to successive connections; sends each request (head and
 /// body) back on the channel.
 fn serve(replies: Vec<(u16, String)>) -> (String, mpsc::Receiver<(String, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (status, body) in replies {
-            let Ok((stream, _)) = listener.accept() else { return };
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut req_body = vec![0u8; len];
-            let _ = reader.read_exact(&mut req_body);
-            let _ = tx.send((head, String::from_utf8_lossy(&req_body).into_owned()));
-            let mut stream = reader.into_inner();
-            let reason = if status == 200 { "OK" } else { "Error" };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let tx = std::sync::Mutex::new(tx);
+    let url = testing::serve(move |r| {
+        let _ = tx.lock().unwrap().send((r.head.clone(), r.body.clone()));
+        replies.get(r.index).map(|(status, body)| testing::json_response(*status, body))
     });
     (url, rx)
 }
