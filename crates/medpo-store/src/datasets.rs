@@ -176,6 +176,15 @@ impl Store {
         })
     }
 
+    pub async fn snapshot(&self, id: i64) -> Result<DatasetSnapshot> {
+        let r = sqlx::query("SELECT id, dataset_id, version, pair_count, sha256, note, created_at FROM dataset_snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("dataset snapshot {id}")))?;
+        snapshot_from_row(&r)
+    }
+
     /// The pairs frozen in a snapshot, in id order.
     pub async fn snapshot_pairs(&self, snapshot_id: i64) -> Result<Vec<PreferencePair>> {
         let cols = PAIR_COLS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");

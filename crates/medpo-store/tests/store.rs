@@ -465,6 +465,74 @@ async fn jobs_lifecycle(s: &Store) {
 }
 both!(jobs_lifecycle);
 
+fn queued_job(name: &str, base: i64, device: &str) -> NewTrainingJob {
+    NewTrainingJob {
+        name: name.into(),
+        objective: "sigmoid".into(),
+        config: serde_json::json!({}),
+        base_model_id: base,
+        snapshot_id: None,
+        device: device.into(),
+        total_steps: 4,
+        created_by: None,
+    }
+}
+
+/// The persistent queue: oldest first, one running job per device, cancel of queued and
+/// running jobs, and a restart putting running jobs back in the queue.
+async fn job_queue(s: &Store) {
+    let sft = model(s, "base", "sft", None).await;
+    let a = s.create_job(&queued_job("a", sft.id, "cpu")).await.unwrap();
+    let b = s.create_job(&queued_job("b", sft.id, "cpu")).await.unwrap();
+    let c = s.create_job(&queued_job("c", sft.id, "cpu")).await.unwrap();
+    let g = s.create_job(&queued_job("g", sft.id, "cuda")).await.unwrap();
+    let first = s.claim_next_job("cpu").await.unwrap().unwrap();
+    assert_eq!((first.id, first.status), (a.id, JobStatus::Running));
+    assert!(s.claim_next_job("cpu").await.unwrap().is_none(), "one running job per device");
+    assert_eq!(s.claim_next_job("cuda").await.unwrap().unwrap().id, g.id, "devices are independent");
+    // A second running job on the device is refused by the database itself.
+    assert!(s.start_job(b.id).await.is_err());
+    assert_eq!(s.job(b.id).await.unwrap().status, JobStatus::Queued);
+
+    let cancelled = s.request_cancel(b.id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled, "a queued job ends at once");
+    let flagged = s.request_cancel(a.id).await.unwrap();
+    assert_eq!((flagged.status, flagged.cancel_requested), (JobStatus::Running, true));
+    assert!(s.cancel_requested(a.id).await.unwrap());
+    assert!(!s.cancel_requested(c.id).await.unwrap());
+    assert!(s.request_cancel(b.id).await.is_err(), "an ended job cannot be cancelled");
+
+    // The server dies: both running jobs go back to the queue, a cancelled one stays ended.
+    assert_eq!(s.requeue_running_jobs().await.unwrap(), 2);
+    assert_eq!(s.job(a.id).await.unwrap().status, JobStatus::Queued);
+    assert_eq!(s.job(b.id).await.unwrap().status, JobStatus::Cancelled);
+    s.request_cancel(a.id).await.unwrap();
+    assert_eq!(s.claim_next_job("cpu").await.unwrap().unwrap().id, c.id);
+    s.finish_job(c.id, JobStatus::Succeeded, None, None).await.unwrap();
+    assert!(s.claim_next_job("cpu").await.unwrap().is_none());
+
+    s.audit(None, "admin", "launch", "training job 3").await.unwrap();
+    s.audit(None, "admin", "cancel", "training job 2").await.unwrap();
+    let log = s.audit_log(10).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["cancel", "launch"]);
+
+    // Evaluation runs: queued, claimed, progress, requeued, cancelled.
+    let e = s.queue_eval_run(sft.id, "phantom", "medpo-eval/1", &serde_json::json!({"limit": 5}), None).await.unwrap();
+    assert_eq!((e.status, e.config["limit"].as_i64()), (JobStatus::Queued, Some(5)));
+    let run = s.claim_next_eval().await.unwrap().unwrap();
+    assert_eq!((run.id, run.status), (e.id, JobStatus::Running));
+    assert!(s.claim_next_eval().await.unwrap().is_none());
+    s.eval_progress(e.id, 2, 5).await.unwrap();
+    assert_eq!(s.requeue_running_evals().await.unwrap(), 1);
+    let again = s.claim_next_eval().await.unwrap().unwrap();
+    assert_eq!((again.done_items, again.total_items), (2, 5));
+    assert_eq!(s.cancel_eval_run(e.id).await.unwrap().status, JobStatus::Cancelled);
+    s.finish_eval_run(e.id, JobStatus::Succeeded, &serde_json::json!({}), None).await.unwrap();
+    assert_eq!(s.eval_run(e.id).await.unwrap().status, JobStatus::Cancelled, "a cancelled run stays cancelled");
+    assert_eq!(s.list_eval_runs(10).await.unwrap().len(), 1);
+}
+both!(job_queue);
+
 async fn eval_runs_and_leaderboard(s: &Store) {
     let sft = model(s, "sft", "sft", None).await;
     let r = s.create_eval_run(sft.id, "vqa-rad", "medpo-eval/1").await.unwrap();

@@ -463,6 +463,9 @@ pub struct TrainingJob {
     pub total_steps: i64,
     pub result_model_id: Option<i64>,
     pub error: Option<String>,
+    /// A cancel was asked for; the worker stops at the next step boundary.
+    pub cancel_requested: bool,
+    pub created_by: Option<i64>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -497,8 +500,26 @@ pub struct EvalRun {
     pub n_items: i64,
     pub metrics: serde_json::Value,
     pub error: Option<String>,
+    /// What the run was asked to do (benchmark files, split, generation settings).
+    pub config: serde_json::Value,
+    /// Items answered so far and in all (progress of a queued run).
+    pub done_items: i64,
+    pub total_items: i64,
+    pub created_by: Option<i64>,
     pub created_at: i64,
+    pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+}
+
+/// One recorded action of a researcher or admin (launch, cancel, export, register).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    pub username: String,
+    pub action: String,
+    pub target: String,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -665,4 +686,37 @@ pub struct VoteReceipt {
     pub model_a_id: i64,
     pub model_b_id: i64,
     pub pairs: usize,
+}
+
+/// A benchmark the server can evaluate on (`[[benchmark]]` in medpo.toml; VQA-RAD, SLAKE and
+/// PathVQA are always listed and need an images folder before they can run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkSpec {
+    /// The name runs are stored and shown under.
+    pub name: String,
+    /// A built-in name (`vqa-rad`, `slake`, `pathvqa`) or a path to a LLaVA-Med-format VQA
+    /// JSONL file.
+    #[serde(default)]
+    pub questions: String,
+    /// The folder its image paths are relative to.
+    #[serde(default)]
+    pub images: Option<std::path::PathBuf>,
+    /// Evaluate only the first this many questions (quick boards on a CPU).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl BenchmarkSpec {
+    /// Why this benchmark cannot run now, or `None` when it can.
+    pub fn unavailable(&self) -> Option<String> {
+        match &self.images {
+            None => Some(format!(
+                "`{}` needs an images folder on the server: add `[[benchmark]] name = \"{}\"` with `images = \"/path/to/images\"` to medpo.toml",
+                self.name, self.name
+            )),
+            Some(dir) if !dir.is_dir() => Some(format!("the images folder `{}` of `{}` does not exist", dir.display(), self.name)),
+            Some(_) => None,
+        }
+    }
 }
