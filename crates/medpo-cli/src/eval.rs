@@ -294,11 +294,23 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     print_summary(&summary, args.protocol.protocol, args.json)
 }
 
-/// Generation through the model engine.
-struct ModelAnswerer {
+/// Generation through the model engine (greedy with the model family's released settings,
+/// as the seed's `model_vqa.py`); also used by the server's evaluation queue.
+pub struct ModelAnswerer {
     model: medpo_models::Model,
     images: PathBuf,
     params: medpo_models::GenerateParams,
+}
+
+impl ModelAnswerer {
+    /// Answers with `model`, reading images from `images`, at most `max_new_tokens` each.
+    pub fn new(model: medpo_models::Model, images: PathBuf, max_new_tokens: usize) -> Self {
+        let params = medpo_models::GenerateParams {
+            max_new_tokens,
+            ..medpo_models::GenerateParams::for_layout(model.config.layout)
+        };
+        ModelAnswerer { model, images, params }
+    }
 }
 
 impl Answerer for ModelAnswerer {
@@ -334,12 +346,7 @@ fn model_answerer(args: &EvalArgs) -> anyhow::Result<Box<dyn Answerer>> {
     let opts = medpo_models::LoadOptions { device, dtype, models_dir: args.models_dir.clone(), ..Default::default() };
     let dir = args.model.as_ref().context("--model or --remote is required")?;
     let model = medpo_models::Model::load(dir, &opts).with_context(|| format!("loading model `{}`", dir.display()))?;
-    // The seed's model_vqa.py decodes greedily; answers are short.
-    let params = medpo_models::GenerateParams {
-        max_new_tokens: args.max_new_tokens,
-        ..medpo_models::GenerateParams::for_layout(model.config.layout)
-    };
-    Ok(Box::new(ModelAnswerer { model, images: args.images.clone(), params }))
+    Ok(Box::new(ModelAnswerer::new(model, args.images.clone(), args.max_new_tokens)))
 }
 
 /// Generation on an OpenAI-compatible server (through the same client as the server's remote

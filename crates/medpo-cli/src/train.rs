@@ -279,12 +279,35 @@ impl TrainCallback for Progress {
     }
 }
 
+/// Passes every event to each of the caller's callbacks.
+struct Fanout<'a, 'b>(&'a mut [&'b mut dyn TrainCallback]);
+
+impl TrainCallback for Fanout<'_, '_> {
+    fn on_step(&mut self, r: &StepRecord) -> medpo_train::Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.on_step(r))
+    }
+    fn on_checkpoint(&mut self, step: u64, dir: &Path) -> medpo_train::Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.on_checkpoint(step, dir))
+    }
+}
+
 /// Loads the dataset and the model, trains (resuming when asked or when `resume = true` and a
 /// checkpoint exists), and exports the final model. `cancel` stops at a step boundary.
 pub fn run_training(
     cfg: &TrainConfig,
     opts: &TrainOptions,
     cancel: &AtomicBool,
+) -> anyhow::Result<TrainOutcome> {
+    run_training_with(cfg, opts, cancel, &mut [])
+}
+
+/// [`run_training`] with more step callbacks (the server's job queue records each step in the
+/// database for the live charts).
+pub fn run_training_with(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    cancel: &AtomicBool,
+    extra: &mut [&mut dyn TrainCallback],
 ) -> anyhow::Result<TrainOutcome> {
     let records = data::load(&cfg.dataset_path)?;
     let total = records.len();
@@ -373,9 +396,10 @@ pub fn run_training(
     bar.set_position(trainer.global_step());
     bar.reset_eta();
     let mut progress = Progress(bar.clone());
+    let mut fanout = Fanout(extra);
     let stop = trainer.run(
         &mut model,
-        &mut [&mut writer, &mut progress],
+        &mut [&mut writer, &mut progress, &mut fanout],
         cancel,
         opts.stop_after,
     )?;
