@@ -66,6 +66,10 @@ struct FileSettings {
     /// `[[remote]]` tables: OpenAI-compatible servers whose models join the arena.
     #[serde(default)]
     remote: Vec<medpo_remote::RemoteConfig>,
+    /// `[[benchmark]]` tables: VQA files (or a built-in name) and their images folder, which
+    /// evaluation runs from the browser can use.
+    #[serde(default)]
+    benchmark: Vec<medpo_types::BenchmarkSpec>,
 }
 
 /// The resolved, validated configuration.
@@ -84,6 +88,9 @@ pub struct Config {
     /// Remote OpenAI-compatible backends (`[[remote]]` in `medpo.toml`), validated: each
     /// one's API key variable is set.
     pub remotes: Vec<medpo_remote::RemoteConfig>,
+    /// Benchmarks evaluation runs can use: VQA-RAD, SLAKE and PathVQA (runnable once an
+    /// images folder is configured) and every `[[benchmark]]` of medpo.toml.
+    pub benchmarks: Vec<medpo_types::BenchmarkSpec>,
     /// Which file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -144,6 +151,25 @@ impl Settings {
                 return Err(err("--config", &config_name, format!("two remotes are named `{}`", r.name)));
             }
         }
+        let mut benchmarks: Vec<medpo_types::BenchmarkSpec> = medpo_eval::bench::KNOWN_BENCHMARKS
+            .iter()
+            .map(|(n, _)| medpo_types::BenchmarkSpec { name: n.to_string(), questions: n.to_string(), images: None, limit: None })
+            .collect();
+        for mut b in file.benchmark {
+            if b.name.trim().is_empty() {
+                return Err(err("--config", &config_name, "a [[benchmark]] has an empty name"));
+            }
+            if b.questions.is_empty() {
+                b.questions = b.name.clone();
+            }
+            if b.limit == Some(0) {
+                return Err(err("--config", &config_name, format!("benchmark `{}`: limit must be at least 1", b.name)));
+            }
+            match benchmarks.iter_mut().find(|k| k.name == b.name) {
+                Some(k) => *k = b,
+                None => benchmarks.push(b),
+            }
+        }
         Ok(Config {
             bind,
             database_url,
@@ -155,6 +181,7 @@ impl Settings {
             secure_cookies: self.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             api_rate_limit,
             remotes: file.remote,
+            benchmarks,
             config_file,
         })
     }

@@ -32,6 +32,8 @@ pub mod api;
 pub mod config;
 pub mod discover;
 pub mod engine;
+pub mod evals;
+pub mod jobs;
 pub mod remote;
 pub mod users;
 
@@ -64,6 +66,8 @@ impl AppState {
                 login_limiter: Default::default(),
                 secure_cookies: config.secure_cookies,
                 max_upload_mb: config.max_upload_bytes >> 20,
+                benchmarks: config.benchmarks.clone(),
+                devices: jobs::devices(),
             },
             engine: Arc::new(engine::ModelPool::new(config.models_dir.clone(), 4, slots)),
             api_limiter: Arc::new(api::openai::RateLimiter::new(config.api_rate_limit)),
@@ -281,13 +285,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     check_site(&config)?;
     let store = open_store(&config).await?;
     let _ = store.purge_expired_sessions().await;
-    let orphans = store.fail_orphaned_jobs().await?;
-    if orphans > 0 {
-        tracing::warn!(jobs = orphans, "marked training jobs left running by a previous server as failed");
-    }
     discover::register_models_dir(&store, &config.models_dir).await;
     remote::register_remotes(&store, &config.remotes).await;
     let state = AppState::new(config.clone(), store.clone());
+    jobs::start_workers(&state).await?;
     tracing::info!(
         address = %format!("http://{}", config.bind),
         database = %config.database_url_redacted(),
@@ -320,6 +321,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         _ = drain_deadline => tracing::warn!("requests still running 20 s after the shutdown signal; stopping anyway"),
     }
     tracing::info!("shutting down: closing the database");
+    store.close().await;
+    Ok(())
+}
+
+/// `medpo worker`: the job queue's workers without the web server, until SIGINT or SIGTERM.
+pub async fn work(config: Config) -> anyhow::Result<()> {
+    config.prepare_data_dir()?;
+    let store = open_store(&config).await?;
+    discover::register_models_dir(&store, &config.models_dir).await;
+    let q = jobs::Queue {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        models_dir: config.models_dir.clone(),
+        benchmarks: config.benchmarks.clone(),
+    };
+    jobs::start(q).await?;
+    tracing::info!(database = %config.database_url_redacted(), devices = ?jobs::devices(), "job queue worker running");
+    shutdown_signal().await;
+    // A running job stays `running` in the database; the next worker or server resumes it
+    // from its last checkpoint.
     store.close().await;
     Ok(())
 }

@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run the web server (the default)
     Serve,
+    /// Run only the job queue (training and evaluation workers), without the web server:
+    /// for a separate training machine sharing the database and data folder, or to finish
+    /// queued jobs. Jobs left running by a killed process resume from their last checkpoint
+    Worker,
     /// Create or upgrade the database schema, then exit
     Migrate,
     /// Print the resolved configuration, then exit
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = rt.block_on(async move {
         match command {
             Command::Serve => medpo_server::serve(config).await,
+            Command::Worker => medpo_server::work(config).await,
             Command::Migrate => {
                 config.prepare_data_dir()?;
                 let store = medpo_server::open_store(&config).await?;

@@ -13,6 +13,8 @@ use medpo_types::{Role, User};
 use crate::AppState;
 
 pub mod compare;
+pub mod datasets;
+pub mod jobs;
 pub mod openai;
 pub mod scans;
 
@@ -23,6 +25,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/scans/{id}/seen/{model_id}", get(scans::seen_by_model))
         .route("/scans/{file}", get(scans::serve))
         .route("/api/compare", post(compare::compare))
+        .route("/api/snapshots/{id}/pairs.jsonl", get(datasets::export_jsonl))
+        .route("/api/snapshots/{id}/llava.zip", get(datasets::export_zip))
+        .route("/api/jobs/{id}/events", get(jobs::events))
         .merge(openai::routes())
 }
 
