@@ -91,3 +91,44 @@ pub async fn post_json_lines(url: &str, body: &str, mut on_line: impl FnMut(&str
     }
     Ok(())
 }
+
+/// Follows a training job's server-sent events (`/api/jobs/{id}/events?after=STEP`): calls
+/// `on(kind, data)` for each `metrics` and `status` event, `on("open", "")` when connected and
+/// `on("error", "")` when the connection drops (the browser reconnects by itself, resuming
+/// after the last step it got). Closed once the job's status is final, or when the page goes.
+pub fn job_events(id: i64, after: i64, on: impl Fn(&str, &str) + 'static) {
+    use wasm_bindgen::closure::Closure;
+    let Ok(es) = web_sys::EventSource::new(&format!("/api/jobs/{id}/events?after={after}")) else {
+        on("error", "");
+        return;
+    };
+    let on = std::rc::Rc::new(on);
+    for kind in ["metrics", "status"] {
+        let (on, es2) = (on.clone(), es.clone());
+        let cb = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            let Some(data) = e.data().as_string() else { return };
+            on(kind, &data);
+            if kind == "status" {
+                let status = serde_json::from_str::<serde_json::Value>(&data)
+                    .ok()
+                    .and_then(|v| v.get("status").and_then(|s| s.as_str()).and_then(medpo_types::JobStatus::parse));
+                if status.is_some_and(|s| s.is_final()) {
+                    es2.close();
+                    on("closed", "");
+                }
+            }
+        });
+        let _ = es.add_event_listener_with_callback(kind, cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+    let on_open = on.clone();
+    let open = Closure::<dyn FnMut()>::new(move || on_open("open", ""));
+    es.set_onopen(Some(open.as_ref().unchecked_ref()));
+    open.forget();
+    let on_err = on.clone();
+    let err = Closure::<dyn FnMut()>::new(move || on_err("error", ""));
+    es.set_onerror(Some(err.as_ref().unchecked_ref()));
+    err.forget();
+    let es = send_wrapper::SendWrapper::new(es);
+    leptos::prelude::on_cleanup(move || es.close());
+}

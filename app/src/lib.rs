@@ -15,12 +15,15 @@ use leptos_router::path;
 
 pub mod auth;
 pub mod browser;
+pub mod charts;
 pub mod components;
 pub mod pages;
 pub mod vote;
 pub mod workbench;
 #[cfg(feature = "ssr")]
 pub mod ssr;
+#[cfg(feature = "ssr")]
+pub mod training_config;
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -73,6 +76,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/arena") view=pages::arena::ArenaPage/>
                     <Route path=path!("/datasets") view=pages::datasets::DatasetsPage/>
                     <Route path=path!("/training") view=pages::training::TrainingPage/>
+                    <Route path=path!("/training/:id") view=pages::training::JobPage/>
                     <Route path=path!("/leaderboard") view=pages::leaderboard::LeaderboardPage/>
                     <Route path=path!("/models") view=pages::models::ModelsPage/>
                     <Route path=path!("/account") view=pages::account::AccountPage/>

@@ -19,6 +19,11 @@ pub struct ServerContext {
     pub secure_cookies: bool,
     /// The upload limit in MB, shown on the page.
     pub max_upload_mb: usize,
+    /// Benchmarks evaluation runs can use (from the server's configuration).
+    pub benchmarks: Vec<medpo_types::BenchmarkSpec>,
+    /// Devices training jobs can be queued on (`cpu`, and `cuda` when built with CUDA and a
+    /// GPU is present).
+    pub devices: Vec<String>,
 }
 
 /// The server context, or an error if called outside a request.

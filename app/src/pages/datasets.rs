@@ -38,7 +38,7 @@ pub fn DatasetsPage() -> impl IntoView {
     view! {
         <Title text="Datasets — MedPO Arena"/>
         <h1>"Datasets"</h1>
-        <p class="lead">"Every vote that prefers one answer becomes a preference pair. A dataset freezes the pairs into numbered, hashed versions that training jobs cite."</p>
+        <p class="lead">"Every vote that prefers one answer becomes a preference pair (winner ≻ loser; on “both bad” a corrected answer ≻ each answer; ties make none; the rater's tags and region are kept). A dataset freezes the pairs into numbered, hashed versions that training jobs cite; researchers download them as TRL JSONL or as the seed's LLaVA JSON with the scans."</p>
         <section class="panel">
             <h2>"New dataset"</h2>
             <ActionForm action=create attr:class="form-grid" attr:data-testid="create-dataset">
@@ -70,8 +70,17 @@ pub fn DatasetsPage() -> impl IntoView {
                                             <tr>
                                                 <td><strong>{d.name}</strong></td>
                                                 <td>{d.description}</td>
-                                                <td>{if d.snapshots.is_empty() { "none yet".to_string() } else {
-                                                    d.snapshots.iter().map(|s| format!("v{} ({} pairs, {})", s.version, s.pair_count, &s.sha256.get(..12).unwrap_or(&s.sha256))).collect::<Vec<_>>().join(", ")
+                                                <td>{if d.snapshots.is_empty() { view! { <span class="muted">"none yet"</span> }.into_any() } else {
+                                                    view! { <ul class="snapshots">
+                                                        {d.snapshots.iter().map(|s| view! {
+                                                            <li data-testid="snapshot">
+                                                                {format!("v{} · {} pairs · sha256 {} ", s.version, s.pair_count, s.sha256.get(..12).unwrap_or(&s.sha256))}
+                                                                <a href=format!("/api/snapshots/{}/pairs.jsonl", s.id) download data-testid="download-jsonl" rel="external">"TRL JSONL"</a>
+                                                                " · "
+                                                                <a href=format!("/api/snapshots/{}/llava.zip", s.id) download rel="external">"LLaVA JSON + images (zip)"</a>
+                                                            </li>
+                                                        }).collect_view()}
+                                                    </ul> }.into_any()
                                                 }}</td>
                                                 <td>{format_time(d.created_at)}</td>
                                                 <td>
