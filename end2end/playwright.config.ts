@@ -14,6 +14,19 @@ const shared = process.env.MEDPO_SHARED ?? path.resolve(__dirname, '../../shared
 const dataDir = process.env.MEDPO_E2E_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'medpo-e2e-'));
 process.env.MEDPO_E2E_DATA_DIR = dataDir;
 export const ADMIN_PASSWORD = 'admin-password-e2e';
+// A small benchmark on the fixture scan, so evaluation runs (queued from the browser or by a
+// finished training job) have something to run on: questions, their images folder.
+const benchFile = path.join(dataDir, 'demo-vqa.jsonl');
+fs.writeFileSync(
+  benchFile,
+  [
+    { question_id: 1, image: 'scan.png', text: 'Is there a nodule?', gpt4_answer: 'yes', answer_type: 'CLOSED' },
+    { question_id: 2, image: 'scan.png', text: 'Is the image normal?', gpt4_answer: 'no', answer_type: 'CLOSED' },
+    { question_id: 3, image: 'scan.png', text: 'Which organ is shown?', gpt4_answer: 'lung', answer_type: 'OPEN' },
+  ].map((o) => JSON.stringify(o)).join('\n') + '\n',
+);
+const configFile = path.join(dataDir, 'medpo-e2e.toml');
+fs.writeFileSync(configFile, `[[benchmark]]\nname = "demo"\nquestions = "${benchFile}"\nimages = "${shared}/fixtures/v1"\n`);
 
 export default defineConfig({
   testDir: './tests',
@@ -47,7 +60,7 @@ export default defineConfig({
       `${binary} user add admin --admin --data-dir ${dataDir}`,
       `MEDPO_PASSWORD=viewer-password ${binary} user add viewer --role viewer --data-dir ${dataDir}`,
       `MEDPO_PASSWORD=clinician-password ${binary} user add rad --role clinician --data-dir ${dataDir}`,
-      `exec ${binary} serve --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
+      `exec ${binary} serve --config ${configFile} --bind 127.0.0.1:${port} --data-dir ${dataDir} --models-dir ${shared}/fixtures/v1 --site-root ${path.resolve(__dirname, '../target/site')}`,
     ].join(' && '),
     url: `http://127.0.0.1:${port}/readyz`,
     reuseExistingServer: false,

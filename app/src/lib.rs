@@ -75,6 +75,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/compare") view=pages::compare::ComparePage/>
                     <Route path=path!("/arena") view=pages::arena::ArenaPage/>
                     <Route path=path!("/datasets") view=pages::datasets::DatasetsPage/>
+                    <Route path=path!("/datasets/snapshots/:id") view=pages::datasets::SnapshotPage/>
                     <Route path=path!("/training") view=pages::training::TrainingPage/>
                     <Route path=path!("/training/:id") view=pages::training::JobPage/>
                     <Route path=path!("/leaderboard") view=pages::leaderboard::LeaderboardPage/>

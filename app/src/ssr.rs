@@ -230,3 +230,10 @@ pub async fn register_remote_models(store: &medpo_store::Store, r: &medpo_remote
     }
     added
 }
+
+/// The benchmarks for a form: (name, why it cannot run now), runnable ones first.
+pub fn benchmark_choices(specs: &[medpo_types::BenchmarkSpec]) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<(String, Option<String>)> = specs.iter().map(|b| (b.name.clone(), b.unavailable())).collect();
+    v.sort_by_key(|(_, why)| why.is_some());
+    v
+}

@@ -9,7 +9,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::shared;
+use common::{multipart, shared};
 use medpo_server::{router, AppState};
 use medpo_types::{CompareEvent, Role};
 use sha2::{Digest, Sha256};
@@ -32,16 +32,6 @@ async fn env(role: Role) -> Env {
     store.create_session(&hex::encode(Sha256::digest(token.as_bytes())), user.id, "c", 3_600_000).await.unwrap();
     let data = config.data_dir.clone();
     Env { app: router(AppState::new(config, store.clone())), store, cookie: format!("medpo_session={token}"), data, _dir: dir }
-}
-
-fn multipart(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
-    let mut body = format!(
-        "--XBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(b"\r\n--XBOUNDARY--\r\n");
-    ("multipart/form-data; boundary=XBOUNDARY".into(), body)
 }
 
 async fn send(e: &Env, req: Request<Body>) -> (StatusCode, Vec<u8>) {

@@ -69,7 +69,7 @@ pub async fn leaderboard() -> Result<Boards, ServerFnError> {
         boards,
         queue,
         models: models.into_iter().filter(|m| m.enabled && m.layout != crate::ssr::REMOTE_LAYOUT).map(|m| (m.id, m.name)).collect(),
-        benchmarks: ctx.benchmarks.iter().map(|b| (b.name.clone(), b.unavailable())).collect(),
+        benchmarks: crate::ssr::benchmark_choices(&ctx.benchmarks),
     })
 }
 

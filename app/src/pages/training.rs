@@ -41,7 +41,7 @@ pub async fn launch_options() -> Result<LaunchChoices, ServerFnError> {
             .collect(),
         objectives: crate::training_config::objectives(),
         devices: ctx.devices.clone(),
-        benchmarks: ctx.benchmarks.iter().map(|b| (b.name.clone(), b.unavailable())).collect(),
+        benchmarks: crate::ssr::benchmark_choices(&ctx.benchmarks),
     })
 }
 

@@ -16,9 +16,11 @@ fn snapshot_from_row(r: &AnyRow) -> Result<DatasetSnapshot> {
         pair_count: r.try_get("pair_count")?,
         sha256: r.try_get("sha256")?,
         note: r.try_get("note")?,
+        origin: r.try_get("origin")?,
         created_at: r.try_get("created_at")?,
     })
 }
+
 
 /// A pair to import from a file (not from a vote).
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         let snaps = sqlx::query(
-            "SELECT id, dataset_id, version, pair_count, sha256, note, created_at FROM dataset_snapshots ORDER BY version DESC",
+            "SELECT id, dataset_id, version, pair_count, sha256, note, origin, created_at FROM dataset_snapshots ORDER BY version DESC",
         )
         .fetch_all(self.pool())
         .await?
@@ -125,7 +127,12 @@ impl Store {
         if exists.is_none() {
             return Err(Error::not_found(format!("dataset {dataset_id}")));
         }
-        let pairs = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {PAIR_COLS} FROM preference_pairs ORDER BY id")))
+        // Pairs of uploaded files belong to their own snapshots only.
+        let pairs = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAIR_COLS} FROM preference_pairs WHERE id NOT IN \
+             (SELECT sp.pair_id FROM snapshot_pairs sp JOIN dataset_snapshots ds ON ds.id = sp.snapshot_id WHERE ds.origin = 'upload') \
+             ORDER BY id"
+        )))
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -172,12 +179,148 @@ impl Store {
             pair_count: pairs.len() as i64,
             sha256: sha,
             note: note.trim().into(),
+            origin: "votes".into(),
             created_at: now,
         })
     }
 
+    /// Stores the pairs of an uploaded preference file and freezes exactly them as the
+    /// dataset's next version, in one transaction: a failure stores nothing.
+    pub async fn upload_snapshot(&self, dataset_id: i64, pairs: &[ImportedPair], note: &str, created_by: Option<i64>) -> Result<DatasetSnapshot> {
+        if pairs.is_empty() {
+            return Err(Error::Invalid { field: "file", reason: "it holds no preference pair".into() });
+        }
+        if let Some((i, _)) = pairs.iter().enumerate().find(|(_, p)| p.chosen.trim().is_empty() || p.rejected.trim().is_empty()) {
+            return Err(Error::Invalid { field: "pair", reason: format!("pair {} has an empty chosen or rejected answer", i + 1) });
+        }
+        let mut tx = match self.backend() {
+            crate::Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            crate::Backend::Postgres => self.pool().begin().await?,
+        };
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM datasets WHERE id = $1").bind(dataset_id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Err(Error::not_found(format!("dataset {dataset_id}")));
+        }
+        let now = now_ms();
+        let mut stored = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO preference_pairs (vote_id, scan_id, question, chosen, rejected, region_json, tags_json, source, created_at) \
+                 VALUES (NULL, $1, $2, $3, $4, $5, '[]', 'import', $6) RETURNING id",
+            )
+            .bind(p.scan_id)
+            .bind(&p.question)
+            .bind(&p.chosen)
+            .bind(&p.rejected)
+            .bind(p.region.as_ref().map(to_json))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            stored.push(PreferencePair {
+                id,
+                vote_id: None,
+                scan_id: p.scan_id,
+                question: p.question.clone(),
+                chosen: p.chosen.clone(),
+                rejected: p.rejected.clone(),
+                chosen_model_id: None,
+                rejected_model_id: None,
+                region: p.region.clone(),
+                tags: vec![],
+                source: "import".into(),
+                created_at: now,
+            });
+        }
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_snapshots WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let sha = snapshot_hash(&stored);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dataset_snapshots (dataset_id, version, pair_count, sha256, note, origin, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'upload', $6, $7) RETURNING id",
+        )
+        .bind(dataset_id)
+        .bind(version)
+        .bind(stored.len() as i64)
+        .bind(&sha)
+        .bind(note.trim())
+        .bind(created_by)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(format!("version {version} of dataset {dataset_id}")))?;
+        for p in &stored {
+            sqlx::query("INSERT INTO snapshot_pairs (snapshot_id, pair_id) VALUES ($1, $2)").bind(id).bind(p.id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(DatasetSnapshot {
+            id,
+            dataset_id,
+            version,
+            pair_count: stored.len() as i64,
+            sha256: sha,
+            note: note.trim().into(),
+            origin: "upload".into(),
+            created_at: now,
+        })
+    }
+
+    /// A snapshot's pairs with their rater, scan modality, model names and the highest
+    /// severity among the vote's tags (for browsing, filtering and counts).
+    pub async fn snapshot_details(&self, snapshot_id: i64) -> Result<Vec<medpo_types::SnapshotPair>> {
+        self.snapshot(snapshot_id).await?;
+        let cols = PAIR_COLS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {cols}, u.username AS rater, s.modality AS modality, cm.name AS chosen_name, rm.name AS rejected_name \
+             FROM snapshot_pairs sp JOIN preference_pairs p ON p.id = sp.pair_id \
+             LEFT JOIN votes v ON v.id = p.vote_id LEFT JOIN users u ON u.id = v.rater_id \
+             LEFT JOIN scans s ON s.id = p.scan_id \
+             LEFT JOIN models cm ON cm.id = p.chosen_model_id LEFT JOIN models rm ON rm.id = p.rejected_model_id \
+             WHERE sp.snapshot_id = $1 ORDER BY p.id"
+        )))
+        .bind(snapshot_id)
+        .fetch_all(self.pool())
+        .await?;
+        let sev = sqlx::query(
+            "SELECT t.vote_id AS vote_id, t.severity AS severity FROM vote_tags t \
+             JOIN preference_pairs p ON p.vote_id = t.vote_id JOIN snapshot_pairs sp ON sp.pair_id = p.id WHERE sp.snapshot_id = $1",
+        )
+        .bind(snapshot_id)
+        .fetch_all(self.pool())
+        .await?;
+        let rank = |s: &str| match s {
+            "critical" => 3,
+            "major" => 2,
+            "minor" => 1,
+            _ => 0,
+        };
+        let mut worst: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        for r in &sev {
+            let (v, s): (i64, String) = (r.try_get("vote_id")?, r.try_get("severity")?);
+            let e = worst.entry(v).or_default();
+            if rank(&s) > rank(e) {
+                *e = s;
+            }
+        }
+        rows.iter()
+            .map(|r| {
+                let pair = pair_row(r)?;
+                let severity = pair.vote_id.and_then(|v| worst.get(&v).cloned());
+                Ok(medpo_types::SnapshotPair {
+                    rater: r.try_get("rater")?,
+                    modality: r.try_get("modality")?,
+                    chosen_model: r.try_get("chosen_name")?,
+                    rejected_model: r.try_get("rejected_name")?,
+                    severity,
+                    pair,
+                })
+            })
+            .collect()
+    }
+
     pub async fn snapshot(&self, id: i64) -> Result<DatasetSnapshot> {
-        let r = sqlx::query("SELECT id, dataset_id, version, pair_count, sha256, note, created_at FROM dataset_snapshots WHERE id = $1")
+        let r = sqlx::query("SELECT id, dataset_id, version, pair_count, sha256, note, origin, created_at FROM dataset_snapshots WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?

@@ -431,6 +431,30 @@ async fn datasets_snapshots(s: &Store) {
 }
 both!(datasets_snapshots);
 
+/// An uploaded file becomes a snapshot of exactly its pairs (atomically); those pairs stay out
+/// of vote snapshots; the browser's details carry rater, modality, models and severity.
+async fn uploaded_snapshots(s: &Store) {
+    use medpo_store::datasets::ImportedPair;
+    let d = s.create_dataset("uploads", "", None).await.unwrap();
+    let pair = |q: &str, c: &str| ImportedPair { scan_id: None, question: q.into(), chosen: c.into(), rejected: "no".into(), region: None };
+    let bad = s.upload_snapshot(d.id, &[pair("q1", "yes"), pair("q2", " ")], "", None).await.unwrap_err();
+    assert!(bad.to_string().contains("pair 2"), "{bad}");
+    assert!(s.preference_pairs(10).await.unwrap().is_empty(), "a refused upload stores nothing");
+    let up = s.upload_snapshot(d.id, &[pair("q1", "yes"), pair("q2", "maybe")], "seed file", None).await.unwrap();
+    assert_eq!((up.version, up.pair_count, up.origin.as_str()), (1, 2, "upload"));
+    let details = s.snapshot_details(up.id).await.unwrap();
+    assert_eq!(details.len(), 2);
+    assert_eq!((details[0].rater.as_deref(), details[0].severity.as_deref()), (None, None));
+    // A vote snapshot afterwards does not take the uploaded pairs.
+    s.import_pair(&pair("q3", "loose")).await.unwrap();
+    let votes = s.create_dataset("votes", "", None).await.unwrap();
+    let snap = s.snapshot_dataset(votes.id, "", None).await.unwrap();
+    assert_eq!((snap.pair_count, snap.origin.as_str()), (1, "votes"));
+    assert_eq!(s.snapshot_pairs(snap.id).await.unwrap()[0].question, "q3");
+    assert!(matches!(s.upload_snapshot(999, &[pair("q", "a")], "", None).await, Err(Error::NotFound { .. })));
+}
+both!(uploaded_snapshots);
+
 async fn jobs_lifecycle(s: &Store) {
     let sft = model(s, "base", "sft", None).await;
     let j = s

@@ -411,7 +411,23 @@ pub struct DatasetSnapshot {
     pub pair_count: i64,
     pub sha256: String,
     pub note: String,
+    /// `votes` (frozen from the arena's pairs) or `upload` (a preference file's pairs).
+    pub origin: String,
     pub created_at: i64,
+}
+
+/// A frozen pair with what the snapshot browser filters and counts by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPair {
+    pub pair: PreferencePair,
+    /// The rater whose vote made the pair (none for uploaded pairs).
+    pub rater: Option<String>,
+    /// The scan's modality, when known.
+    pub modality: Option<String>,
+    pub chosen_model: Option<String>,
+    pub rejected_model: Option<String>,
+    /// The highest severity among the vote's error tags (`minor` < `major` < `critical`).
+    pub severity: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -720,3 +736,7 @@ impl BenchmarkSpec {
         }
     }
 }
+
+/// The version of the written rules that turn votes into preference pairs and pairs into
+/// training records (docs/datasets.md); shown with every snapshot and written into exports.
+pub const PAIR_RULES_VERSION: &str = "medpo-pairs/1";

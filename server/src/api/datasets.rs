@@ -19,7 +19,7 @@ use super::{require, ApiError};
 use crate::AppState;
 
 /// The version of the vote → pair → record rules, written into every export.
-pub const RULES_VERSION: &str = "medpo-pairs/1";
+pub use medpo_types::PAIR_RULES_VERSION as RULES_VERSION;
 
 /// One frozen pair as a training record (images relative to the data folder).
 pub fn pair_record(p: &PreferencePair, scan: Option<&Scan>) -> PreferenceRecord {
@@ -153,4 +153,180 @@ pub async fn export_zip(State(state): State<AppState>, headers: HeaderMap, UrlPa
     .map_err(|e| ApiError::internal("the export failed", e))??;
     state.ctx.store.audit(Some(user.id), &user.username, "export", &format!("snapshot {id} as LLaVA zip ({n} pairs)")).await?;
     Ok(attachment(bytes, "application/zip", &format!("{stem}.zip")))
+}
+
+/// Most problems listed in one refusal.
+const MAX_LISTED: usize = 20;
+
+/// One validated record of an upload, before anything is stored.
+struct Prepared {
+    question: String,
+    chosen: String,
+    rejected: String,
+    image: Option<String>,
+    roi: Option<[u32; 4]>,
+}
+
+/// Reads an uploaded preference file (TRL `.jsonl`, the seed's `.json`, or a `.zip` holding one
+/// of them with its images), validates every record and decodes every image. Nothing is stored
+/// here; errors name the line (or record) and what is wrong.
+fn prepare_upload(name: &str, bytes: &[u8], limits: &medpo_imaging::Limits) -> Result<(Vec<Prepared>, Vec<(String, medpo_imaging::DecodedScan)>), String> {
+    let lower = name.to_ascii_lowercase();
+    let dir = std::env::temp_dir().join(format!("medpo-upload-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let (path, images_dir) = if lower.ends_with(".zip") {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("`{name}` is not a readable zip: {e}"))?;
+        let mut total = 0u64;
+        for i in 0..zip.len() {
+            let mut f = zip.by_index(i).map_err(|e| format!("`{name}`: entry {i}: {e}"))?;
+            if f.is_dir() {
+                continue;
+            }
+            let entry = f.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("#{i}"));
+            let Some(rel) = f.enclosed_name() else {
+                return Err(format!("`{name}`: entry `{entry}` points outside the archive"));
+            };
+            total += f.size();
+            if total > 4 * limits.max_bytes as u64 {
+                return Err(format!("`{name}` unpacks to more than {} MB", 4 * (limits.max_bytes >> 20)));
+            }
+            let out = dir.join(rel);
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            let mut w = std::fs::File::create(&out).map_err(|e| e.to_string())?;
+            std::io::copy(&mut f, &mut w).map_err(|e| format!("`{name}`: entry `{entry}`: {e}"))?;
+        }
+        let found = ["dataset.jsonl", "dataset.json"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        let path = found.ok_or_else(|| format!("`{name}` holds no dataset.jsonl (TRL) or dataset.json (LLaVA conversations) at its top level"))?;
+        let images = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| dir.clone());
+        (path, Some(images))
+    } else if lower.ends_with(".jsonl") || lower.ends_with(".json") {
+        let file = dir.join(if lower.ends_with(".jsonl") { "upload.jsonl" } else { "upload.json" });
+        std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+        (file, None)
+    } else {
+        return Err(format!("`{name}`: expected a .jsonl (TRL), a .json (the seed's LLaVA conversations) or a .zip of one with its images"));
+    };
+    // Messages name the uploaded file, not the temporary copy.
+    let shown = |m: String| m.replace(&path.display().to_string(), name).replace(&dir.display().to_string(), name);
+    let mut records = medpo_train::data::load(&path).map_err(|e| shown(e.to_string()))?;
+    if records.is_empty() {
+        return Err(format!("`{name}` holds no preference record"));
+    }
+    let report = medpo_train::data::validate(&mut records, images_dir.as_deref());
+    if !report.is_ok() {
+        let n = report.errors.len();
+        let listed: Vec<String> = report.errors.iter().take(MAX_LISTED).map(|i| shown(i.to_string())).collect();
+        return Err(format!("{n} record(s) of `{name}` are invalid; nothing was stored: {}{}", listed.join("; "), if n > MAX_LISTED { "; …" } else { "" }));
+    }
+    let mut scans: Vec<(String, medpo_imaging::DecodedScan)> = Vec::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in &records {
+        if let Some(img) = &r.image {
+            let Some(images) = &images_dir else {
+                return Err(shown(format!("{}: refers to image `{img}`; upload a .zip holding the file and its images", r.source)));
+            };
+            if !scans.iter().any(|(k, _)| k == img) {
+                let bytes = std::fs::read(images.join(img)).map_err(|e| shown(format!("{}: image `{img}`: {e}", r.source)))?;
+                let decoded = medpo_imaging::decode_upload(&bytes, limits, &Default::default()).map_err(|e| shown(format!("{}: image `{img}`: {e}", r.source)))?;
+                scans.push((img.clone(), decoded));
+            }
+        }
+        let question = r.prompt.replace(medpo_train::data::IMAGE_TOKEN, "").trim().to_string();
+        out.push(Prepared { question, chosen: r.chosen.clone(), rejected: r.rejected.clone(), image: r.image.clone(), roi: r.roi });
+    }
+    Ok((out, scans))
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `POST /api/datasets/{id}/upload` (multipart: `file`, optional `note`): a preference file
+/// becomes the dataset's next version, holding exactly its pairs. Every record is checked
+/// first; a refusal lists the bad lines and stores nothing.
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(dataset_id): UrlPath<i64>,
+    mut mp: axum::extract::Multipart,
+) -> Result<Response, ApiError> {
+    let user = require(&state, &headers, &[Role::Researcher]).await?;
+    if !state.ctx.store.list_datasets().await?.iter().any(|d| d.id == dataset_id) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("dataset {dataset_id} does not exist")));
+    }
+    let limit = state.config.max_upload_bytes;
+    let mut file: Option<(String, Vec<u8>)> = None;
+    let mut note = String::new();
+    while let Some(field) = mp.next_field().await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than the server's limit of {} MB", limit >> 20))
+        } else {
+            ApiError::bad(format!("the upload form could not be read: {}", e.body_text()))
+        }
+    })? {
+        match field.name().unwrap_or("") {
+            "file" => {
+                let name: String = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(200).collect();
+                let bytes = field.bytes().await.map_err(|e| ApiError::bad(format!("the file could not be read: {}", e.body_text())))?;
+                file = Some((name, bytes.to_vec()));
+            }
+            "note" => note = field.text().await.unwrap_or_default().chars().take(500).collect(),
+            _ => {}
+        }
+    }
+    let (name, bytes) = file.ok_or_else(|| ApiError::bad("choose a preference file (.jsonl, .json or .zip)"))?;
+    let limits = medpo_imaging::Limits { max_bytes: limit, ..Default::default() };
+    let upload_name = name.clone();
+    let (records, decoded) = tokio::task::spawn_blocking(move || prepare_upload(&upload_name, &bytes, &limits))
+        .await
+        .map_err(|e| ApiError::internal("reading the upload failed", e))?
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    // Every record is valid: store the images (content-addressed), then the pairs and the
+    // snapshot in one transaction.
+    let mut scan_ids = std::collections::HashMap::new();
+    for (key, d) in decoded {
+        let sha = d.sha256();
+        let path = super::scans::scan_path(&state.ctx.data_dir, &sha);
+        let (p, png) = (path.clone(), d.png_bytes.clone());
+        tokio::task::spawn_blocking(move || super::scans::write_once(&p, &png))
+            .await
+            .map_err(|e| ApiError::internal("storing an image failed", e))?
+            .map_err(|e| ApiError::internal("storing an image failed", e))?;
+        let new = medpo_types::NewScan {
+            sha256: sha,
+            path: path.strip_prefix(&state.ctx.data_dir).unwrap_or(&path).display().to_string(),
+            size_bytes: d.png_bytes.len() as i64,
+            width: d.width as i64,
+            height: d.height as i64,
+            source_format: d.source_format,
+            modality: d.meta.modality.clone(),
+            body_part: d.meta.body_part.clone(),
+            view: d.meta.view.clone(),
+            uploaded_by: Some(user.id),
+        };
+        let (scan, _) = state.ctx.store.insert_scan(&new).await?;
+        scan_ids.insert(key, scan.id);
+    }
+    let pairs: Vec<medpo_store::datasets::ImportedPair> = records
+        .into_iter()
+        .map(|r| medpo_store::datasets::ImportedPair {
+            scan_id: r.image.as_ref().and_then(|i| scan_ids.get(i).copied()),
+            question: r.question,
+            chosen: r.chosen,
+            rejected: r.rejected,
+            region: r.roi.map(|[x0, y0, x1, y1]| medpo_types::Region { x: x0 as f64, y: y0 as f64, w: (x1 - x0) as f64, h: (y1 - y0) as f64 }),
+        })
+        .collect();
+    let note = if note.trim().is_empty() { format!("uploaded {name}") } else { note };
+    let snap = state.ctx.store.upload_snapshot(dataset_id, &pairs, &note, Some(user.id)).await?;
+    state.ctx.store.audit(Some(user.id), &user.username, "upload", &format!("snapshot {} of dataset {dataset_id} from `{name}` ({} pairs)", snap.id, snap.pair_count)).await?;
+    tracing::info!(dataset = dataset_id, snapshot = snap.id, pairs = snap.pair_count, user = %user.username, "preference file uploaded");
+    Ok((StatusCode::CREATED, axum::Json(snap)).into_response())
 }

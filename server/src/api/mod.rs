@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/compare", post(compare::compare))
         .route("/api/snapshots/{id}/pairs.jsonl", get(datasets::export_jsonl))
         .route("/api/snapshots/{id}/llava.zip", get(datasets::export_zip))
+        .route("/api/datasets/{id}/upload", post(datasets::upload))
         .route("/api/jobs/{id}/events", get(jobs::events))
         .merge(openai::routes())
 }

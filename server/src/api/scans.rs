@@ -175,7 +175,7 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, mp: Multi
 
 /// Writes `bytes` to `path` through a temporary file and a rename, unless it exists (same
 /// content by construction). True when this call wrote it.
-fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+pub(crate) fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     if path.is_file() {
         return Ok(false);
     }

@@ -53,3 +53,14 @@ pub async fn register(store: &medpo_store::Store, name: &str, path: &Path, layou
 pub async fn register_fixture(store: &medpo_store::Store, name: &str, layout: &str) -> i64 {
     register(store, name, &shared().join("fixtures/v1").join(name), layout).await
 }
+
+/// A multipart form body with one `file` field; returns (content type, body).
+pub fn multipart(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let mut body = format!(
+        "--XBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(b"\r\n--XBOUNDARY--\r\n");
+    ("multipart/form-data; boundary=XBOUNDARY".into(), body)
+}
