@@ -29,12 +29,33 @@ fn help_explains_every_setting() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, _) = medpo(&["--help"], dir.path());
     assert_eq!(code, 0);
-    for flag in ["--bind", "--database-url", "--data-dir", "--models-dir", "--config", "--max-upload-mb", "MEDPO_DATABASE_URL"] {
-        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
-    }
-    for cmd in ["serve", "migrate", "user", "generate", "eval", "train"] {
+    for cmd in ["serve", "worker", "migrate", "user", "generate", "eval", "train"] {
         assert!(out.contains(cmd), "--help lacks the `{cmd}` command:\n{out}");
     }
+    let (code, out, _) = medpo(&["serve", "--help"], dir.path());
+    assert_eq!(code, 0);
+    for flag in ["--bind", "--database-url", "--data-dir", "--models-dir", "--config", "--max-upload-mb", "MEDPO_DATABASE_URL"] {
+        assert!(out.contains(flag), "serve --help lacks {flag}:\n{out}");
+    }
+    // Engine commands list only the options they use, not the web server's.
+    for cmd in [&["train", "--help"][..], &["eval", "--help"], &["generate", "--help"]] {
+        let (code, out, err) = medpo(cmd, dir.path());
+        assert_eq!(code, 0, "{cmd:?}: {err}");
+        for flag in ["--bind", "--secure-cookies", "--max-upload-mb", "--database-url", "--api-rate-limit"] {
+            assert!(!out.contains(flag), "{cmd:?} lists the server's {flag}:\n{out}");
+        }
+    }
+}
+
+/// `medpo train --config FILE` is the training file, not the server's settings file.
+#[test]
+fn train_config_is_the_training_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.toml"), "dataset_path = \"missing.jsonl\"\n").unwrap();
+    let (code, _, err) = medpo(&["train", "--config", "t.toml"], dir.path());
+    assert_eq!(code, 2);
+    assert!(!err.contains("unknown field `dataset_path`"), "{err}");
+    assert!(err.contains("missing.jsonl") || err.contains("model_name_or_path"), "{err}");
 }
 
 #[test]
