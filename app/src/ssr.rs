@@ -237,3 +237,22 @@ pub fn benchmark_choices(specs: &[medpo_types::BenchmarkSpec]) -> Vec<(String, O
     v.sort_by_key(|(_, why)| why.is_some());
     v
 }
+
+/// Votes as the evaluation engine reads them (rater and comparison as ids).
+pub fn eval_votes(votes: &[medpo_types::VoteOutcome]) -> Vec<medpo_eval::votes::Vote> {
+    votes
+        .iter()
+        .map(|v| medpo_eval::votes::Vote {
+            model_a: v.model_a.clone(),
+            model_b: v.model_b.clone(),
+            winner: match v.winner {
+                medpo_types::Winner::A => medpo_eval::votes::Winner::A,
+                medpo_types::Winner::B => medpo_eval::votes::Winner::B,
+                medpo_types::Winner::Tie => medpo_eval::votes::Winner::Tie,
+                medpo_types::Winner::BothBad => medpo_eval::votes::Winner::BothBad,
+            },
+            rater: Some(v.rater_id.to_string()),
+            item: Some(v.comparison_id.to_string()),
+        })
+        .collect()
+}

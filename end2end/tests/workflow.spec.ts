@@ -164,6 +164,13 @@ test('votes → snapshot → a training job with a live curve → the new model 
   await expect(board).toContainText('tiny-dpo-loop', { timeout: 120_000 });
   await expect(board).toContainText('llava-med-tiny');
   await expect(board.getByTestId('interval-bars').first()).toBeVisible();
+  // The arena board: ratings and the win-rate matrix of the votes, filterable by rater group.
+  const arena = page.getByTestId('arena-board');
+  await expect(arena.getByTestId('win-matrix')).toBeVisible();
+  await arena.locator('select').nth(1).selectOption('researcher');
+  await expect(arena).toContainText('No vote matches these filters');
+  await arena.locator('select').nth(1).selectOption('clinician');
+  await expect(arena.getByTestId('win-matrix')).toBeVisible();
   await screenshot(page, 'loop-leaderboard');
 
   // Every launch and export is recorded with its user.

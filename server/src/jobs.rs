@@ -99,8 +99,8 @@ pub fn log_line(data_dir: &Path, job_id: i64, line: &str) {
             std::fs::create_dir_all(dir)?;
         }
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        writeln!(f, "{now} {line}")
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        writeln!(f, "{}:{:02} UTC  {line}", medpo_types::format_time(ms), (ms / 1000) % 60)
     };
     if let Err(e) = write() {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the job log");

@@ -30,21 +30,7 @@ pub struct Rating {
 pub async fn arena_overview() -> Result<(Vec<Rating>, Vec<VoteOutcome>), ServerFnError> {
     let ctx = crate::ssr::ctx()?;
     let votes = ctx.store.vote_outcomes(None).await.map_err(crate::ssr::store_err)?;
-    let eval_votes: Vec<medpo_eval::votes::Vote> = votes
-        .iter()
-        .map(|v| medpo_eval::votes::Vote {
-            model_a: v.model_a.clone(),
-            model_b: v.model_b.clone(),
-            winner: match v.winner {
-                medpo_types::Winner::A => medpo_eval::votes::Winner::A,
-                medpo_types::Winner::B => medpo_eval::votes::Winner::B,
-                medpo_types::Winner::Tie => medpo_eval::votes::Winner::Tie,
-                medpo_types::Winner::BothBad => medpo_eval::votes::Winner::BothBad,
-            },
-            rater: Some(v.rater_id.to_string()),
-            item: Some(v.comparison_id.to_string()),
-        })
-        .collect();
+    let eval_votes = crate::ssr::eval_votes(&votes);
     let ratings = if eval_votes.is_empty() {
         vec![]
     } else {

@@ -177,7 +177,7 @@ fn Board(name: String, rows: Vec<BoardRow>) -> impl IntoView {
                 <tbody>
                     {rows.into_iter().map(|r| view! {
                         <tr>
-                            <td><a href="/models">{r.run.model_name.clone()}</a> " " <span class="muted">{r.variant.clone()}</span></td>
+                            <td><a href=format!("/models#model-{}", r.run.model_id)>{r.run.model_name.clone()}</a> " " <span class="muted">{r.variant.clone()}</span></td>
                             <td>{r.base_name.clone().unwrap_or_else(|| "—".into())}</td>
                             {HEADLINE.iter().map(|(k, _)| view! { <td>{metric_cell(r.run.metrics.get(*k).unwrap_or(&serde_json::Value::Null))}</td> }).collect_view()}
                             <td>{match (r.diff, r.p_value) {
@@ -190,6 +190,135 @@ fn Board(name: String, rows: Vec<BoardRow>) -> impl IntoView {
                     }).collect_view()}
                 </tbody>
             </table>
+        </section>
+    }
+}
+
+/// The arena board: Bradley–Terry ratings with 95% intervals, the win-rate matrix and rater
+/// agreement, for the votes that pass the filters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArenaStandings {
+    pub votes: usize,
+    /// (model, rating, low, high, votes), best first.
+    pub ratings: Vec<(String, f64, f64, f64, usize)>,
+    pub matrix_models: Vec<String>,
+    /// `win_rate[r][c]` of row model over column model, with the number of battles.
+    pub win_rate: Vec<Vec<(Option<f64>, usize)>>,
+    pub raters: usize,
+    pub multi_rated: usize,
+    pub fleiss_kappa: Option<f64>,
+    pub krippendorff_alpha: Option<f64>,
+    /// Filter choices: modalities, rater groups, base families.
+    pub modalities: Vec<String>,
+    pub roles: Vec<String>,
+    pub bases: Vec<String>,
+}
+
+#[server]
+pub async fn arena_board(modality: String, role: String, base: String) -> Result<ArenaStandings, ServerFnError> {
+    let ctx = crate::ssr::ctx()?;
+    let all = ctx.store.vote_outcomes(None).await.map_err(crate::ssr::store_err)?;
+    let uniq = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let modalities = uniq(all.iter().filter_map(|v| v.modality.clone()).collect());
+    let roles = uniq(all.iter().map(|v| v.rater_role.clone()).collect());
+    let bases = uniq(all.iter().flat_map(|v| [v.base_a.clone(), v.base_b.clone()]).collect());
+    let votes: Vec<medpo_types::VoteOutcome> = all
+        .into_iter()
+        .filter(|v| modality.is_empty() || v.modality.as_deref() == Some(modality.as_str()))
+        .filter(|v| role.is_empty() || v.rater_role == role)
+        .filter(|v| base.is_empty() || (v.base_a == base && v.base_b == base))
+        .collect();
+    let n = votes.len();
+    let eval_votes = crate::ssr::eval_votes(&votes);
+    let report = if eval_votes.is_empty() {
+        None
+    } else {
+        let cfg = medpo_eval::bootstrap_ci::BootstrapConfig { rounds: 200, ..Default::default() };
+        Some(
+            tokio::task::spawn_blocking(move || medpo_eval::arena::arena_report(&eval_votes, &cfg))
+                .await
+                .map_err(|e| ServerFnError::new(format!("rating failed: {e}")))?
+                .map_err(|e| ServerFnError::new(format!("rating failed: {e}")))?,
+        )
+    };
+    Ok(match report {
+        None => ArenaStandings { votes: 0, ratings: vec![], matrix_models: vec![], win_rate: vec![], raters: 0, multi_rated: 0, fleiss_kappa: None, krippendorff_alpha: None, modalities, roles, bases },
+        Some(r) => ArenaStandings {
+            votes: n,
+            ratings: r.bradley_terry.iter().map(|b| (b.model.clone(), b.rating, b.ci_low, b.ci_high, b.votes)).collect(),
+            matrix_models: r.win_rate.models.clone(),
+            win_rate: r.win_rate.win_rate.iter().zip(&r.win_rate.battles).map(|(w, b)| w.iter().copied().zip(b.iter().copied()).collect()).collect(),
+            raters: r.agreement.raters.len(),
+            multi_rated: r.agreement.units_multi_rated,
+            fleiss_kappa: r.agreement.fleiss_kappa,
+            krippendorff_alpha: r.agreement.krippendorff_alpha,
+            modalities,
+            roles,
+            bases,
+        },
+    })
+}
+
+fn filter_select(label: &'static str, choices: Vec<String>, value: RwSignal<String>) -> impl IntoView {
+    view! {
+        <label>{label}
+            <select prop:value=move || value.get() on:change=move |ev| value.set(event_target_value(&ev))>
+                <option value="">"all"</option>
+                {choices.into_iter().map(|c| view! { <option value=c.clone()>{c.clone()}</option> }).collect_view()}
+            </select>
+        </label>
+    }
+}
+
+#[component]
+fn ArenaSection() -> impl IntoView {
+    let (modality, role, base) = (RwSignal::new(String::new()), RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let board = Resource::new(move || (modality.get(), role.get(), base.get()), |(m, r, b)| arena_board(m, r, b));
+    view! {
+        <section class="board" data-testid="arena-board">
+            <h2>"Arena" <small class="muted">" blind votes: Bradley–Terry ratings with 95% bootstrap intervals"</small></h2>
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || board.get().map(|r| match r {
+                    Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
+                    Ok(b) => {
+                        let fmt = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into());
+                        view! {
+                            <div class="form-grid">
+                                {filter_select("Modality", b.modalities.clone(), modality)}
+                                {filter_select("Rater group", b.roles.clone(), role)}
+                                {filter_select("Base model (both sides)", b.bases.clone(), base)}
+                                <span class="muted">{format!("{} votes · {} raters · {} items rated more than once · Fleiss κ {} · Krippendorff α {}", b.votes, b.raters, b.multi_rated, fmt(b.fleiss_kappa), fmt(b.krippendorff_alpha))}</span>
+                            </div>
+                            {if b.ratings.is_empty() {
+                                view! { <p class="muted">"No vote matches these filters yet: vote in the " <a href="/arena">"arena"</a> "."</p> }.into_any()
+                            } else {
+                                view! {
+                                    <table class="table">
+                                        <thead><tr><th>"Model"</th><th>"Rating [95% CI]"</th><th>"Votes"</th></tr></thead>
+                                        <tbody>{b.ratings.iter().map(|(m, r, lo, hi, n)| view! { <tr><td>{m.clone()}</td><td>{format!("{r:.0} [{lo:.0}, {hi:.0}]")}</td><td>{*n}</td></tr> }).collect_view()}</tbody>
+                                    </table>
+                                    <h3>"Win rate (row beats column)"</h3>
+                                    <table class="table matrix" data-testid="win-matrix">
+                                        <thead><tr><th></th>{b.matrix_models.iter().map(|m| view! { <th>{m.clone()}</th> }).collect_view()}</tr></thead>
+                                        <tbody>
+                                            {b.matrix_models.iter().zip(b.win_rate.iter()).map(|(m, row)| view! {
+                                                <tr><th>{m.clone()}</th>{row.iter().map(|(w, n)| match w {
+                                                    Some(w) => view! { <td style=format!("background: rgba(18,128,154,{:.2})", 0.1 + 0.6 * w) title=format!("{n} battles")>{format!("{:.0}%", 100.0 * w)}</td> }.into_any(),
+                                                    None => view! { <td class="muted">"—"</td> }.into_any(),
+                                                }).collect_view()}</tr>
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                }.into_any()
+                            }}
+                        }.into_any()
+                    }
+                })}
+            </Transition>
         </section>
     }
 }
@@ -209,7 +338,7 @@ pub fn LeaderboardPage() -> impl IntoView {
     view! {
         <Title text="Leaderboard — MedPO Arena"/>
         <h1>"Leaderboard"</h1>
-        <p class="lead">"VQA-RAD, SLAKE, PathVQA and the server's own benchmarks under one pinned protocol, with 95% bootstrap confidence intervals. ★: differs significantly from its SFT base (paired bootstrap, p < 0.05). Blind-vote ratings are on the " <a href="/arena">"Arena"</a> " page."</p>
+        <p class="lead">"VQA-RAD, SLAKE, PathVQA and the server's own benchmarks under one pinned protocol, with 95% bootstrap confidence intervals. ★: differs significantly from its SFT base (paired bootstrap, p < 0.05). The arena board ranks models by clinicians' blind votes."</p>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || data.get().map(|r| match r {
                 Err(e) => view! { <ErrorBox message=error_text(&e)/> }.into_any(),
@@ -251,6 +380,7 @@ pub fn LeaderboardPage() -> impl IntoView {
                                 </table>
                             })}
                         </section>
+                        <ArenaSection/>
                         {if boards.is_empty() {
                             view! { <EmptyState title="No evaluation run yet"><p>"Queue one above, or launch a training job with “Evaluate when done”. From the command line: " <code>"medpo eval --model DIR --bench vqa-rad --images DIR"</code> "."</p></EmptyState> }.into_any()
                         } else {

@@ -21,11 +21,17 @@ pub async fn register_model(name: String, path: String, variant: String) -> Resu
     let ctx = crate::ssr::ctx()?;
     let dir = crate::ssr::confined_model_dir(&ctx.models_dir, path.trim(), user.role == medpo_types::Role::Admin)
         .map_err(|m| crate::ssr::bad_input(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m))?;
-    let probe_dir = dir.clone();
-    let probe = tokio::task::spawn_blocking(move || crate::ssr::probe_checkpoint(&probe_dir))
-        .await
-        .map_err(|_| ServerFnError::new("checking the checkpoint failed"))?
-        .map_err(|m| crate::ssr::bad_input(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let (probe_dir, models_dir) = (dir.clone(), ctx.models_dir.clone());
+    // The model engine checks the folder (config, vision tower, tokenizer, weights; a full
+    // load when it fits in memory) before anything is registered.
+    let (probe, checked) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let probe = crate::ssr::probe_checkpoint(&probe_dir)?;
+        let checked = medpo_models::Model::check(&probe_dir, Some(models_dir)).map_err(|e| format!("`{}` cannot be served: {e}", probe_dir.display()))?;
+        Ok((probe, checked))
+    })
+    .await
+    .map_err(|_| ServerFnError::new("checking the checkpoint failed"))?
+    .map_err(|m| crate::ssr::bad_input(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m))?;
     let variant = if variant.trim().is_empty() { "sft".to_string() } else { variant.trim().to_lowercase() };
     let name = if name.trim().is_empty() {
         dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -47,7 +53,8 @@ pub async fn register_model(name: String, path: String, variant: String) -> Resu
         })
         .await
         .map_err(crate::ssr::store_err)?;
-    tracing::info!(model = %entry.name, path = %entry.path, "registered a model");
+    tracing::info!(model = %entry.name, path = %entry.path, checked = %checked, "registered a model");
+    let _ = ctx.store.audit(Some(user.id), &user.username, "register", &format!("model `{}` from {}", entry.name, entry.path)).await;
     Ok(entry)
 }
 
@@ -177,20 +184,30 @@ pub fn ModelsPage() -> impl IntoView {
 
 #[component]
 fn ModelTable(list: Vec<ModelEntry>) -> impl IntoView {
+    let names: Vec<(i64, String)> = list.iter().map(|m| (m.id, m.name.clone())).collect();
     view! {
         <table class="table" data-testid="models-table">
-            <thead><tr><th>"Name"</th><th>"Base"</th><th>"Variant"</th><th>"Layout"</th><th>"Parameters"</th><th>"Path"</th><th>"Added"</th></tr></thead>
+            <thead><tr><th>"Name"</th><th>"Base"</th><th>"Variant"</th><th>"Lineage"</th><th>"Layout"</th><th>"Parameters"</th><th>"Path"</th><th>"Added"</th></tr></thead>
             <tbody>
-                {list.into_iter().map(|m| view! {
-                    <tr class=if m.enabled { "" } else { "disabled" }>
-                        <td><strong>{m.name}</strong></td>
-                        <td>{m.base}</td>
-                        <td><span class="badge">{m.variant}</span></td>
-                        <td><code>{m.layout}</code></td>
-                        <td>{m.params.map(human_count).unwrap_or_else(|| "—".into())}</td>
-                        <td class="path">{m.path}</td>
-                        <td>{format_time(m.created_at)}</td>
-                    </tr>
+                {list.into_iter().map(|m| {
+                    let parent = m.parent_id.map(|p| (p, names.iter().find(|(id, _)| *id == p).map(|(_, n)| n.clone()).unwrap_or_else(|| format!("model {p}"))));
+                    view! {
+                        <tr class=if m.enabled { "" } else { "disabled" } id=format!("model-{}", m.id)>
+                            <td><strong>{m.name.clone()}</strong>
+                                {(!m.card.is_empty()).then(|| view! { <details class="card"><summary>"model card"</summary><p>{m.card.clone()}</p></details> })}
+                            </td>
+                            <td>{m.base}</td>
+                            <td><span class="badge">{m.variant}</span></td>
+                            <td>{match parent {
+                                Some((p, n)) => view! { <a href=format!("#model-{p}")>{format!("↳ from {n}")}</a> }.into_any(),
+                                None => view! { <span class="muted">"base"</span> }.into_any(),
+                            }}</td>
+                            <td><code>{m.layout}</code></td>
+                            <td>{m.params.map(human_count).unwrap_or_else(|| "—".into())}</td>
+                            <td class="path">{m.path}</td>
+                            <td>{format_time(m.created_at)}</td>
+                        </tr>
+                    }
                 }).collect_view()}
             </tbody>
         </table>

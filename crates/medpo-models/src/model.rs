@@ -151,7 +151,32 @@ fn adapt_names(cfg: &mut ModelConfig, files: &WeightFiles) {
     }
 }
 
+
 impl Model {
+    /// Checks a checkpoint folder before it is registered: config (and the vision tower it
+    /// names), tokenizer and weight files with their headers; then, when the weights fit in
+    /// half the available memory, a full load, which checks every tensor's name and shape.
+    /// Returns what was checked; an error names the missing or wrong file.
+    pub fn check(dir: &Path, models_dir: Option<PathBuf>) -> Result<String> {
+        let mut config = ModelConfig::from_dir(dir, &ResolveOptions { models_dir: models_dir.clone() })?;
+        PromptTokenizer::load(&config)?;
+        let files = WeightFiles::open(dir)?;
+        adapt_names(&mut config, &files);
+        if config.weights.vision_dir != config.dir {
+            WeightFiles::open(&config.weights.vision_dir)?;
+        }
+        let needed = loader::weight_bytes(&config, DType::F32);
+        let fits = loader::available_memory_bytes(&Device::Cpu).is_some_and(|avail| needed.saturating_mul(2) <= avail);
+        if !fits {
+            return Ok(format!(
+                "config, tokenizer and weight files checked; the full load was skipped ({} MiB of weights)",
+                needed >> 20
+            ));
+        }
+        Model::load(dir, &LoadOptions { models_dir, ..Default::default() })?;
+        Ok("loaded completely: every tensor's name and shape checked".into())
+    }
+
     /// Reads the config, the tokenizer and the weights of the checkpoint in `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         if !matches!(opts.dtype, DType::F32 | DType::F64 | DType::BF16 | DType::F16) {

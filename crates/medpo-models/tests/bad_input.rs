@@ -65,6 +65,25 @@ fn missing_shard() {
     let e = load_err(&dir, &LoadOptions::default());
     assert!(matches!(e, Error::MissingFile { .. }), "{e}");
     assert!(e.to_string().contains(&shard), "{e}");
+    // The registration check refuses it the same way, before anything is registered.
+    let e = Model::check(&dir, Some(root.clone())).unwrap_err();
+    assert!(e.to_string().contains(&shard), "{e}");
+}
+
+/// The registration check loads a checkpoint that fits in memory completely, so a tensor of
+/// the wrong shape is caught, and accepts the intact fixture.
+#[test]
+fn registration_check() {
+    let (_t, root) = copy_fixtures();
+    let dir = root.join("huatuogpt-vision-tiny");
+    let ok = Model::check(&dir, Some(root.clone())).unwrap();
+    assert!(ok.contains("loaded completely"), "{ok}");
+    let h = medpo_models::ModelConfig::from_dir(&dir, &Default::default()).unwrap().text.hidden_size;
+    rewrite_safetensors(&dir.join("model.safetensors"), |t| {
+        t.insert("model.layers.0.mlp.up_proj.weight".into(), Tensor::zeros((7, h), DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = Model::check(&dir, Some(root.clone())).unwrap_err();
+    assert!(e.to_string().contains("model.layers.0.mlp.up_proj.weight"), "{e}");
 }
 
 #[test]

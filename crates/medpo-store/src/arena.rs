@@ -329,10 +329,13 @@ impl Store {
     /// one rater's.
     pub async fn vote_outcomes(&self, rater_id: Option<i64>) -> Result<Vec<VoteOutcome>> {
         let rows = sqlx::query(
-            "SELECT v.id, v.comparison_id, v.rater_id, v.winner, v.created_at, ma.name AS model_a, mb.name AS model_b \
+            "SELECT v.id, v.comparison_id, v.rater_id, v.winner, v.created_at, ma.name AS model_a, mb.name AS model_b, \
+             ma.base AS base_a, mb.base AS base_b, u.role AS rater_role, s.modality AS modality \
              FROM votes v \
              JOIN answers aa ON aa.id = v.answer_a_id JOIN models ma ON ma.id = aa.model_id \
              JOIN answers ab ON ab.id = v.answer_b_id JOIN models mb ON mb.id = ab.model_id \
+             JOIN users u ON u.id = v.rater_id \
+             JOIN comparisons c ON c.id = v.comparison_id LEFT JOIN scans s ON s.id = c.scan_id \
              WHERE ($1 < 0 OR v.rater_id = $1) ORDER BY v.id",
         )
         .bind(rater_id.unwrap_or(-1))
@@ -349,6 +352,10 @@ impl Store {
                     model_b: r.try_get("model_b")?,
                     winner: Winner::parse(&w).ok_or_else(|| Error::Invalid { field: "votes.winner", reason: w.clone() })?,
                     created_at: r.try_get("created_at")?,
+                    rater_role: r.try_get("rater_role")?,
+                    modality: r.try_get("modality")?,
+                    base_a: r.try_get("base_a")?,
+                    base_b: r.try_get("base_b")?,
                 })
             })
             .collect()

@@ -350,6 +350,13 @@ pub struct VoteOutcome {
     pub model_b: String,
     pub winner: Winner,
     pub created_at: i64,
+    /// The rater's role (the arena board filters by rater group).
+    pub rater_role: String,
+    /// The scan's modality, when known.
+    pub modality: Option<String>,
+    /// The base families of the two models (`models.base`).
+    pub base_a: String,
+    pub base_b: String,
 }
 
 /// One of a rater's own votes, for their history (names shown: they have voted).
