@@ -78,7 +78,8 @@ test('votes → snapshot → a training job with a live curve → the new model 
   await expect(page.getByTestId('snapshot-counts')).toContainText('rad');
   await expect(page.getByTestId('shown-count')).toHaveText(`${pairs} of ${pairs} pairs`);
   await page.getByTestId('snapshot-filters').locator('select').nth(2).selectOption('rad');
-  await expect(page.getByTestId('shown-count')).toHaveText(`1 of ${pairs} pairs`);
+  const byRad = sql("SELECT COUNT(*) FROM preference_pairs p JOIN votes v ON v.id = p.vote_id JOIN users u ON u.id = v.rater_id WHERE u.username = 'rad'");
+  await expect(page.getByTestId('shown-count')).toHaveText(`${byRad} of ${pairs} pairs`);
   await screenshot(page, 'loop-snapshot');
   // The zip (seed JSON + images) uploads back as a new version; the JSONL alone is refused
   // because its images are not in it.

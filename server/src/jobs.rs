@@ -28,10 +28,11 @@ use crate::AppState;
 /// How often an idle worker looks for a queued job, and a running one for a cancel request.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Devices jobs can be queued on: the CPU, and the GPU when built with `cuda`.
+/// Devices jobs can be queued on: the CPU, and the GPU when built with `cuda` and one is
+/// present.
 pub fn devices() -> Vec<String> {
     let mut d = vec!["cpu".to_string()];
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "cuda") && medpo_models::parse_device("cuda").is_ok() {
         d.push("cuda".to_string());
     }
     d
@@ -169,10 +170,10 @@ async fn execute(q: &Queue, job: &TrainingJob, cancel: Arc<AtomicBool>) -> anyho
     std::fs::write(job_dir(&q.data_dir, job.id).join("config.json"), serde_json::to_vec_pretty(&cfg)?)?;
     let handle = tokio::runtime::Handle::current();
     let (store, data_dir, id, models_dir) = (q.store.clone(), q.data_dir.clone(), job.id, q.models_dir.clone());
-    let total = job.total_steps;
+    let (total, device) = (job.total_steps, job.device.clone());
     let out = tokio::task::spawn_blocking(move || {
         let mut recorder = StepRecorder { store, handle, job_id: id, data_dir, total };
-        let opts = medpo_cli::train::TrainOptions { models_dir: Some(models_dir), ..Default::default() };
+        let opts = medpo_cli::train::TrainOptions { models_dir: Some(models_dir), device: Some(device), ..Default::default() };
         medpo_cli::train::run_training_with(&cfg, &opts, &cancel, &mut [&mut recorder])
     })
     .await

@@ -193,6 +193,7 @@ fn train(a: &TrainArgs) -> anyhow::Result<()> {
         models_dir: a.models_dir.clone(),
         progress: true,
         stop_after: None,
+        device: None,
     };
     let out = run_training(&cfg, &opts, &CANCEL)?;
     match out.stop {
@@ -227,6 +228,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop after this many steps without a final save (simulates a killed job, for tests).
     pub stop_after: Option<u64>,
+    /// `cpu` (the default) or `cuda[:N]`.
+    pub device: Option<String>,
 }
 
 /// What a training run did.
@@ -346,8 +349,13 @@ pub fn run_training_with(
     } else {
         Tuning::Full
     };
+    let device = match opts.device.as_deref() {
+        Some(d) => medpo_models::parse_device(d)?,
+        None => candle_core::Device::Cpu,
+    };
     let load = LoadOptions {
         models_dir: opts.models_dir.clone(),
+        device,
         ..Default::default()
     };
     let spec = PolicySpec {
