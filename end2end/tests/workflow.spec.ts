@@ -168,7 +168,7 @@ test('votes → snapshot → a training job with a live curve → the new model 
   // The arena board: ratings and the win-rate matrix of the votes, filterable by rater group.
   const arena = page.getByTestId('arena-board');
   await expect(arena.getByTestId('win-matrix')).toBeVisible();
-  await arena.locator('select').nth(1).selectOption('researcher');
+  await arena.locator('select').nth(1).selectOption('admin');
   await expect(arena).toContainText('No vote matches these filters');
   await arena.locator('select').nth(1).selectOption('clinician');
   await expect(arena.getByTestId('win-matrix')).toBeVisible();

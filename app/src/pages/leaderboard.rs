@@ -224,7 +224,8 @@ pub async fn arena_board(modality: String, role: String, base: String) -> Result
         v
     };
     let modalities = uniq(all.iter().filter_map(|v| v.modality.clone()).collect());
-    let roles = uniq(all.iter().map(|v| v.rater_role.clone()).collect());
+    // Rater groups: the roles that may vote.
+    let roles = vec!["admin".to_string(), "clinician".to_string()];
     let bases = uniq(all.iter().flat_map(|v| [v.base_a.clone(), v.base_b.clone()]).collect());
     let votes: Vec<medpo_types::VoteOutcome> = all
         .into_iter()
