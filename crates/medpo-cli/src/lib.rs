@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 pub mod eval;
 pub mod models;
+pub mod phantom;
 pub mod train;
 
 /// Engine subcommands. Each family lives in its own module.
@@ -18,6 +19,9 @@ pub enum EngineCommand {
     Eval(eval::EvalCommand),
     #[command(flatten)]
     Train(train::TrainCommand),
+    /// Phantom scans: a deterministic synthetic benchmark with ground truth (`generate`).
+    #[command(subcommand)]
+    Phantom(phantom::PhantomCommand),
 }
 
 /// Runs one engine subcommand.
@@ -26,5 +30,6 @@ pub fn run(cmd: EngineCommand) -> anyhow::Result<()> {
         EngineCommand::Models(c) => models::run(c),
         EngineCommand::Eval(c) => eval::run(c),
         EngineCommand::Train(c) => train::run(c),
+        EngineCommand::Phantom(c) => phantom::run(c),
     }
 }
