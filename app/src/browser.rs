@@ -132,3 +132,15 @@ pub fn job_events(id: i64, after: i64, on: impl Fn(&str, &str) + 'static) {
     let es = send_wrapper::SendWrapper::new(es);
     leptos::prelude::on_cleanup(move || es.close());
 }
+
+/// Fetches `url` (same origin) into a `File` named `name`, as if the user had chosen it.
+pub async fn fetch_file(url: &str, name: &str) -> Result<web_sys::File, String> {
+    let resp = send(url, "GET", &JsValue::NULL, None).await?;
+    if !resp.ok() {
+        let body = text(&resp).await;
+        return Err(error_message(resp.status(), &body));
+    }
+    let blob = JsFuture::from(resp.blob().map_err(js_err)?).await.map_err(js_err)?;
+    let parts = js_sys::Array::of1(&blob);
+    web_sys::File::new_with_blob_sequence(&parts, name).map_err(js_err)
+}

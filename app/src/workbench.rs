@@ -77,6 +77,54 @@ fn is_dicom_name(name: &str, mime: &str) -> bool {
     mime == "application/dicom" || n.ends_with(".dcm") || n.ends_with(".dicom") || !n.contains('.')
 }
 
+/// A phantom scan of the gallery (synthetic, with known findings) and questions about it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GalleryItem {
+    /// File name under `/phantoms/`.
+    pub image: String,
+    /// `CT · abdomen`.
+    pub label: String,
+    pub questions: Vec<String>,
+}
+
+/// The phantom gallery: the test split of the server's phantom benchmark (written at start-up
+/// into `<data-dir>/phantoms`), with up to three questions each.
+#[server]
+pub async fn phantom_gallery() -> Result<Vec<GalleryItem>, ServerFnError> {
+    let ctx = crate::ssr::ctx()?;
+    let dir = ctx.data_dir.join("phantoms");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let mut items: Vec<GalleryItem> = Vec::new();
+    for line in read("cases.jsonl").lines() {
+        let Ok(c) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if c["split"] != "test" {
+            continue;
+        }
+        let modality = match c["modality"].as_str().unwrap_or("") {
+            "xray" => "X-ray",
+            "ct" => "CT",
+            "mri" => "MRI",
+            other => other,
+        };
+        items.push(GalleryItem {
+            image: format!("{}.png", c["id"].as_str().unwrap_or("")),
+            label: format!("{modality} · {}", c["region"].as_str().unwrap_or("")),
+            questions: vec![],
+        });
+    }
+    for line in read("vqa_test.jsonl").lines() {
+        let Ok(q) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let (Some(image), Some(text)) = (q["image"].as_str(), q["text"].as_str()) else { continue };
+        if let Some(it) = items.iter_mut().find(|i| i.image == image) {
+            if it.questions.len() < 3 && q["answer_type"] != "CLOSED" || it.questions.is_empty() {
+                it.questions.push(text.replace("<image>", "").trim().to_string());
+            }
+        }
+    }
+    items.truncate(12);
+    Ok(items)
+}
+
 /// The workbench. `blind`: the server draws two models and hides their names until the vote.
 #[component]
 pub fn Workbench(blind: bool) -> impl IntoView {
@@ -406,6 +454,18 @@ fn Bench(info: BenchInfo, blind: bool) -> impl IntoView {
                     />
                     <span>"Drop a PNG, JPEG or DICOM file here, or click to choose one (up to " {max_mb} " MB). DICOM files are de-identified: only the pixels and modality, body part and view are kept."</span>
                 </label>
+                <PhantomGallery on_pick=Callback::new(move |(image, q): (String, Option<String>)| {
+                    if let Some(q) = q {
+                        question.set(q);
+                    }
+                    upload_error.set(None);
+                    leptos::task::spawn_local(async move {
+                        match crate::browser::fetch_file(&format!("/phantoms/{image}"), &image).await {
+                            Ok(f) => choose(f),
+                            Err(e) => upload_error.set(Some(format!("{image}: {e}"))),
+                        }
+                    });
+                })/>
                 <Show when=move || uploading.get()>
                     <p class="muted" role="status">"Reading the scan…"</p>
                 </Show>
@@ -757,5 +817,33 @@ fn VotePanel(
                 </p>
             })}
         </section>
+    }
+}
+
+/// Thumbnails of the phantom gallery; picking one loads it like an upload and fills in a
+/// question about it.
+#[component]
+fn PhantomGallery(on_pick: Callback<(String, Option<String>)>) -> impl IntoView {
+    let items = Resource::new(|| (), |_| phantom_gallery());
+    view! {
+        <Transition fallback=|| ()>
+            {move || items.get().and_then(|r| r.ok()).filter(|v| !v.is_empty()).map(|list| view! {
+                <details class="gallery" data-testid="gallery">
+                    <summary>"No scan at hand? Try a phantom scan (synthetic, with known findings; not patient data)"</summary>
+                    <div class="thumbs">
+                        {list.into_iter().map(|g| {
+                            let (image, q) = (g.image.clone(), g.questions.first().cloned());
+                            view! {
+                                <button type="button" class="thumb" data-testid="gallery-item" title=g.questions.join(" · ")
+                                    on:click=move |_| on_pick.run((image.clone(), q.clone()))>
+                                    <img src=format!("/phantoms/{}", g.image) alt=g.label.clone() width="96" height="96" loading="lazy"/>
+                                    <span>{g.label.clone()}</span>
+                                </button>
+                            }
+                        }).collect_view()}
+                    </div>
+                </details>
+            })}
+        </Transition>
     }
 }

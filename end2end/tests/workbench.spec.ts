@@ -228,3 +228,20 @@ test('oversize and corrupt uploads show what was wrong and store nothing', async
   await screenshot(page, 'upload-errors');
   expect(errors).toEqual([]);
 });
+
+test('the phantom gallery loads a synthetic scan and a question about it', async ({ page }) => {
+  const errors = failOnPageErrors(page);
+  await signIn(page);
+  await page.goto('/compare');
+  await expectHydrated(page);
+  const gallery = page.getByTestId('gallery');
+  await gallery.locator('summary').click();
+  const items = gallery.getByTestId('gallery-item');
+  expect(await items.count()).toBeGreaterThanOrEqual(3);
+  await items.first().click();
+  await expect(page.getByTestId('scan-img')).toBeVisible();
+  await expect(page.getByTestId('scan-meta')).toContainText('PNG');
+  await expect(page.getByTestId('question')).not.toHaveValue('');
+  await screenshot(page, 'compare-phantom-gallery');
+  expect(errors).toEqual([]);
+});

@@ -33,6 +33,7 @@ pub mod config;
 pub mod discover;
 pub mod engine;
 pub mod evals;
+pub mod gallery;
 pub mod jobs;
 pub mod remote;
 pub mod users;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(api::routes())
         .nest_service("/pkg", pkg)
+        .nest_service("/phantoms", ServeDir::new(gallery::dir(&state.ctx.data_dir).join("images")))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -284,6 +286,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     check_site(&config)?;
     let store = open_store(&config).await?;
+    {
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || gallery::ensure(&data_dir)).await?;
+    }
     let _ = store.purge_expired_sessions().await;
     discover::register_models_dir(&store, &config.models_dir).await;
     remote::register_remotes(&store, &config.remotes).await;
