@@ -45,6 +45,43 @@ pub fn snapshot_hash(pairs: &[PreferencePair]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Writes the next version of `dataset_id` holding exactly `pairs`, inside the caller's
+/// transaction: the snapshot row (count, hash, note, origin) and its pair list.
+async fn freeze(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dataset_id: i64,
+    pairs: &[PreferencePair],
+    note: &str,
+    origin: &str,
+    created_by: Option<i64>,
+) -> Result<DatasetSnapshot> {
+    let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_snapshots WHERE dataset_id = $1")
+        .bind(dataset_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let sha = snapshot_hash(pairs);
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO dataset_snapshots (dataset_id, version, pair_count, sha256, note, origin, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(dataset_id)
+    .bind(version)
+    .bind(pairs.len() as i64)
+    .bind(&sha)
+    .bind(note.trim())
+    .bind(origin)
+    .bind(created_by)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(conflict_as(format!("version {version} of dataset {dataset_id}")))?;
+    for p in pairs {
+        sqlx::query("INSERT INTO snapshot_pairs (snapshot_id, pair_id) VALUES ($1, $2)").bind(id).bind(p.id).execute(&mut **tx).await?;
+    }
+    Ok(DatasetSnapshot { id, dataset_id, version, pair_count: pairs.len() as i64, sha256: sha, note: note.trim().into(), origin: origin.into(), created_at: now })
+}
+
 impl Store {
     pub async fn create_dataset(&self, name: &str, description: &str, created_by: Option<i64>) -> Result<Dataset> {
         let name = name.trim();
@@ -144,44 +181,9 @@ impl Store {
                 reason: "there are no preference pairs yet: vote in the arena or import pairs first".into(),
             });
         }
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_snapshots WHERE dataset_id = $1")
-            .bind(dataset_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let sha = snapshot_hash(&pairs);
-        let now = now_ms();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dataset_snapshots (dataset_id, version, pair_count, sha256, note, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(dataset_id)
-        .bind(version)
-        .bind(pairs.len() as i64)
-        .bind(&sha)
-        .bind(note.trim())
-        .bind(created_by)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(conflict_as(format!("version {version} of dataset {dataset_id}")))?;
-        for p in &pairs {
-            sqlx::query("INSERT INTO snapshot_pairs (snapshot_id, pair_id) VALUES ($1, $2)")
-                .bind(id)
-                .bind(p.id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let snap = freeze(&mut tx, dataset_id, &pairs, note, "votes", created_by).await?;
         tx.commit().await?;
-        Ok(DatasetSnapshot {
-            id,
-            dataset_id,
-            version,
-            pair_count: pairs.len() as i64,
-            sha256: sha,
-            note: note.trim().into(),
-            origin: "votes".into(),
-            created_at: now,
-        })
+        Ok(snap)
     }
 
     /// Stores the pairs of an uploaded preference file and freezes exactly them as the
@@ -231,39 +233,9 @@ impl Store {
                 created_at: now,
             });
         }
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_snapshots WHERE dataset_id = $1")
-            .bind(dataset_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let sha = snapshot_hash(&stored);
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dataset_snapshots (dataset_id, version, pair_count, sha256, note, origin, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'upload', $6, $7) RETURNING id",
-        )
-        .bind(dataset_id)
-        .bind(version)
-        .bind(stored.len() as i64)
-        .bind(&sha)
-        .bind(note.trim())
-        .bind(created_by)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(conflict_as(format!("version {version} of dataset {dataset_id}")))?;
-        for p in &stored {
-            sqlx::query("INSERT INTO snapshot_pairs (snapshot_id, pair_id) VALUES ($1, $2)").bind(id).bind(p.id).execute(&mut *tx).await?;
-        }
+        let snap = freeze(&mut tx, dataset_id, &stored, note, "upload", created_by).await?;
         tx.commit().await?;
-        Ok(DatasetSnapshot {
-            id,
-            dataset_id,
-            version,
-            pair_count: stored.len() as i64,
-            sha256: sha,
-            note: note.trim().into(),
-            origin: "upload".into(),
-            created_at: now,
-        })
+        Ok(snap)
     }
 
     /// A snapshot's pairs with their rater, scan modality, model names and the highest

@@ -292,26 +292,7 @@ pub async fn upload(
     // snapshot in one transaction.
     let mut scan_ids = std::collections::HashMap::new();
     for (key, d) in decoded {
-        let sha = d.sha256();
-        let path = super::scans::scan_path(&state.ctx.data_dir, &sha);
-        let (p, png) = (path.clone(), d.png_bytes.clone());
-        tokio::task::spawn_blocking(move || super::scans::write_once(&p, &png))
-            .await
-            .map_err(|e| ApiError::internal("storing an image failed", e))?
-            .map_err(|e| ApiError::internal("storing an image failed", e))?;
-        let new = medpo_types::NewScan {
-            sha256: sha,
-            path: path.strip_prefix(&state.ctx.data_dir).unwrap_or(&path).display().to_string(),
-            size_bytes: d.png_bytes.len() as i64,
-            width: d.width as i64,
-            height: d.height as i64,
-            source_format: d.source_format,
-            modality: d.meta.modality.clone(),
-            body_part: d.meta.body_part.clone(),
-            view: d.meta.view.clone(),
-            uploaded_by: Some(user.id),
-        };
-        let (scan, _) = state.ctx.store.insert_scan(&new).await?;
+        let (scan, _) = super::scans::store_decoded(&state, &d, user.id).await?;
         scan_ids.insert(key, scan.id);
     }
     let pairs: Vec<medpo_store::datasets::ImportedPair> = records

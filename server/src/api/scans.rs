@@ -133,6 +133,20 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, mp: Multi
         let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&decoded.png_bytes));
         return Ok(Json(Uploaded { url, ..base }).into_response());
     }
+    let (scan, created) = store_decoded(&state, &decoded, user.id).await?;
+    let sha = scan.sha256.clone();
+    tracing::info!(scan = scan.id, sha = %sha, format = %decoded.source_format, existing = !created, user = %user.username, "scan uploaded");
+    Ok((
+        if created { StatusCode::CREATED } else { StatusCode::OK },
+        Json(Uploaded { url: format!("/scans/{sha}.png"), existing: !created, scan: Some(scan), ..base }),
+    )
+        .into_response())
+}
+
+/// Stores a decoded scan: the PNG content-addressed under the data folder, then its row. A
+/// failed insert removes a file this call wrote (unless a row meanwhile points to it). Returns
+/// the row and whether it is new.
+pub(crate) async fn store_decoded(state: &AppState, decoded: &DecodedScan, user_id: i64) -> Result<(medpo_types::Scan, bool), ApiError> {
     let sha = decoded.sha256();
     let path = scan_path(&state.ctx.data_dir, &sha);
     let wrote = {
@@ -152,30 +166,22 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, mp: Multi
         modality: decoded.meta.modality.clone(),
         body_part: decoded.meta.body_part.clone(),
         view: decoded.meta.view.clone(),
-        uploaded_by: Some(user.id),
+        uploaded_by: Some(user_id),
     };
-    let (scan, created) = match state.ctx.store.insert_scan(&new).await {
-        Ok(r) => r,
+    match state.ctx.store.insert_scan(&new).await {
+        Ok(r) => Ok(r),
         Err(e) => {
-            // Nothing stored on a failed request: remove the file this request created,
-            // unless another request has meanwhile stored a row that points to it.
             if wrote && matches!(state.ctx.store.scan_by_sha(&sha).await, Ok(None)) {
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    tracing::info!(scan = scan.id, sha = %sha, format = %decoded.source_format, existing = !created, user = %user.username, "scan uploaded");
-    Ok((
-        if created { StatusCode::CREATED } else { StatusCode::OK },
-        Json(Uploaded { url: format!("/scans/{sha}.png"), existing: !created, scan: Some(scan), ..base }),
-    )
-        .into_response())
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, unless it exists (same
 /// content by construction). True when this call wrote it.
-pub(crate) fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     if path.is_file() {
         return Ok(false);
     }
