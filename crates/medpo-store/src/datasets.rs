@@ -45,6 +45,22 @@ pub fn snapshot_hash(pairs: &[PreferencePair]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Inserts a pair that came from a file (source `import`); returns its id.
+async fn insert_import(conn: &mut sqlx::AnyConnection, p: &ImportedPair, now: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO preference_pairs (vote_id, scan_id, question, chosen, rejected, region_json, tags_json, source, created_at) \
+         VALUES (NULL, $1, $2, $3, $4, $5, '[]', 'import', $6) RETURNING id",
+    )
+    .bind(p.scan_id)
+    .bind(&p.question)
+    .bind(&p.chosen)
+    .bind(&p.rejected)
+    .bind(p.region.as_ref().map(to_json))
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Writes the next version of `dataset_id` holding exactly `pairs`, inside the caller's
 /// transaction: the snapshot row (count, hash, note, origin) and its pair list.
 async fn freeze(
@@ -134,18 +150,8 @@ impl Store {
         if p.chosen.trim().is_empty() || p.rejected.trim().is_empty() {
             return Err(Error::Invalid { field: "pair", reason: "chosen and rejected must not be empty".into() });
         }
-        Ok(sqlx::query_scalar(
-            "INSERT INTO preference_pairs (vote_id, scan_id, question, chosen, rejected, region_json, tags_json, source, created_at) \
-             VALUES (NULL, $1, $2, $3, $4, $5, '[]', 'import', $6) RETURNING id",
-        )
-        .bind(p.scan_id)
-        .bind(&p.question)
-        .bind(&p.chosen)
-        .bind(&p.rejected)
-        .bind(p.region.as_ref().map(to_json))
-        .bind(now_ms())
-        .fetch_one(self.pool())
-        .await?)
+        let mut conn = self.pool().acquire().await?;
+        insert_import(&mut conn, p, now_ms()).await
     }
 
     /// Freezes every preference pair that exists now into the dataset's next version. A
@@ -206,18 +212,7 @@ impl Store {
         let now = now_ms();
         let mut stored = Vec::with_capacity(pairs.len());
         for p in pairs {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO preference_pairs (vote_id, scan_id, question, chosen, rejected, region_json, tags_json, source, created_at) \
-                 VALUES (NULL, $1, $2, $3, $4, $5, '[]', 'import', $6) RETURNING id",
-            )
-            .bind(p.scan_id)
-            .bind(&p.question)
-            .bind(&p.chosen)
-            .bind(&p.rejected)
-            .bind(p.region.as_ref().map(to_json))
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            let id = insert_import(&mut tx, p, now).await?;
             stored.push(PreferencePair {
                 id,
                 vote_id: None,
