@@ -47,6 +47,12 @@ pub struct Settings {
     /// bursts up to this many are allowed, then requests get 429 [default: 120]
     #[arg(long, global = true, env = "MEDPO_API_RATE_LIMIT", value_name = "PER_MINUTE")]
     pub api_rate_limit: Option<u32>,
+    /// Run the job queue's workers (training and evaluation) in this `serve` process. With
+    /// several servers on one database, leave it on in exactly one process (or run
+    /// `medpo worker` once): each worker puts jobs marked running back in the queue when it
+    /// starts [default: true]
+    #[arg(long, global = true, env = "MEDPO_WORKERS", value_name = "true|false")]
+    pub workers: Option<bool>,
 }
 
 /// The keys `medpo.toml` may hold (all optional; unknown keys are an error, so that a typo
@@ -63,6 +69,7 @@ struct FileSettings {
     log: Option<String>,
     secure_cookies: Option<bool>,
     api_rate_limit: Option<u32>,
+    workers: Option<bool>,
     /// `[[remote]]` tables: OpenAI-compatible servers whose models join the arena.
     #[serde(default)]
     remote: Vec<medpo_remote::RemoteConfig>,
@@ -85,6 +92,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Requests per minute per API key.
     pub api_rate_limit: u32,
+    /// Whether `serve` runs the job queue's workers.
+    pub workers: bool,
     /// Remote OpenAI-compatible backends (`[[remote]]` in `medpo.toml`), validated: each
     /// one's API key variable is set.
     pub remotes: Vec<medpo_remote::RemoteConfig>,
@@ -180,6 +189,7 @@ impl Settings {
             log,
             secure_cookies: self.secure_cookies.or(file.secure_cookies).unwrap_or(false),
             api_rate_limit,
+            workers: self.workers.or(file.workers).unwrap_or(true),
             remotes: file.remote,
             benchmarks,
             config_file,

@@ -294,7 +294,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     discover::register_models_dir(&store, &config.models_dir).await;
     remote::register_remotes(&store, &config.remotes).await;
     let state = AppState::new(config.clone(), store.clone());
-    jobs::start_workers(&state).await?;
+    if config.workers {
+        jobs::start_workers(&state).await?;
+    } else {
+        tracing::info!("job queue workers are off in this process (--workers false)");
+    }
     tracing::info!(
         address = %format!("http://{}", config.bind),
         database = %config.database_url_redacted(),

@@ -122,6 +122,7 @@ fn main() -> ExitCode {
                 println!("site-root     {}", config.site_root.display());
                 println!("max-upload    {} MB", config.max_upload_bytes >> 20);
                 println!("log           {}", config.log);
+                println!("workers       {}", config.workers);
                 Ok(())
             }
             Command::User(WithSettings { command: cmd, .. }) => {

@@ -160,3 +160,18 @@ fn migrate_creates_the_sqlite_database_and_users_work() {
     let (_, out, _) = medpo(&["user", "list", "--data-dir", data.to_str().unwrap()], dir.path());
     assert!(!out.contains("bob"));
 }
+
+/// The job queue runs in `serve` unless turned off (one process per database runs it).
+#[test]
+fn workers_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = medpo(&["config"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["workers", "true"]), "{out}");
+    let (code, out, err) = medpo(&["config", "--workers", "false"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["workers", "false"]), "{out}");
+    let (code, _, err) = medpo(&["config", "--workers", "maybe"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--workers"), "{err}");
+}
