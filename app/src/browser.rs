@@ -93,17 +93,17 @@ pub async fn post_json_lines(url: &str, body: &str, mut on_line: impl FnMut(&str
 }
 
 /// Follows a training job's server-sent events (`/api/jobs/{id}/events?after=STEP`): calls
-/// `on(kind, data)` for each `metrics` and `status` event, `on("open", "")` when connected and
+/// `on(kind, data)` for each `metrics`, `log` and `status` event, `on("open", "")` when connected and
 /// `on("error", "")` when the connection drops (the browser reconnects by itself, resuming
 /// after the last step it got). Closed once the job's status is final, or when the page goes.
-pub fn job_events(id: i64, after: i64, on: impl Fn(&str, &str) + 'static) {
+pub fn job_events(id: i64, after: i64, log_after: usize, on: impl Fn(&str, &str) + 'static) {
     use wasm_bindgen::closure::Closure;
-    let Ok(es) = web_sys::EventSource::new(&format!("/api/jobs/{id}/events?after={after}")) else {
+    let Ok(es) = web_sys::EventSource::new(&format!("/api/jobs/{id}/events?after={after}&log_after={log_after}")) else {
         on("error", "");
         return;
     };
     let on = std::rc::Rc::new(on);
-    for kind in ["metrics", "status"] {
+    for kind in ["metrics", "status", "log"] {
         let (on, es2) = (on.clone(), es.clone());
         let cb = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
             let Some(data) = e.data().as_string() else { return };

@@ -138,6 +138,9 @@ test('votes → snapshot → a training job with a live curve → the new model 
   await expect(loss).toHaveAttribute('data-points', String(STEPS));
   await expect(page.getByTestId('chart-rewards/margins')).toHaveAttribute('data-points', String(STEPS));
   await expect(page.getByTestId('job-result')).toBeVisible();
+  // The log grew live too (it was empty or short when the page opened).
+  await expect(page.getByTestId('job-log')).toContainText(`step ${STEPS}/${STEPS}`);
+  await expect(page.getByTestId('job-log')).toContainText('joins the arena');
   await page.reload();
   await expectHydrated(page);
   await expect(page.getByTestId('job-log')).toContainText(`step ${STEPS}/${STEPS}`);

@@ -183,6 +183,8 @@ pub struct JobInfo {
     pub metrics: Vec<MetricsRow>,
     /// The last lines of the job's log.
     pub log: Vec<String>,
+    /// How many lines the log has in all (the live stream sends the ones after).
+    pub log_lines: usize,
     /// The training engine's configuration as the worker resolved it (JSON).
     pub resolved: Option<String>,
 }
@@ -204,8 +206,9 @@ pub async fn job_detail(id: i64) -> Result<JobInfo, ServerFnError> {
     let log_text = std::fs::read_to_string(crate::training_config::job_log(&ctx.data_dir, id)).unwrap_or_default();
     let lines: Vec<&str> = log_text.lines().collect();
     let log = lines[lines.len().saturating_sub(200)..].iter().map(|l| l.to_string()).collect();
+    let log_lines = lines.len();
     let resolved = std::fs::read_to_string(crate::training_config::job_dir(&ctx.data_dir, id).join("config.json")).ok();
-    Ok(JobInfo { job, base_name, result_name, snapshot, metrics, log, resolved })
+    Ok(JobInfo { job, base_name, result_name, snapshot, metrics, log, log_lines, resolved })
 }
 
 fn status_badge(s: JobStatus) -> impl IntoView {
@@ -399,10 +402,22 @@ fn JobView(detail: JobInfo, cancel: ServerAction<CancelJob>) -> impl IntoView {
     let result = RwSignal::new(job.result_model_id);
     let seen = RwSignal::new(Vec::<(f64, i64)>::new());
     let live = RwSignal::new(false);
-    // Live updates: server-sent events from /api/jobs/{id}/events, from the last step drawn.
+    let log = RwSignal::new(detail.log.clone());
+    let log_lines = detail.log_lines;
+    // Live updates: server-sent events from /api/jobs/{id}/events, from the last step drawn
+    // and the last log line shown.
     Effect::new(move |_| {
         let after = rows.get_untracked().last().map_or(0, |r| r.step);
-        crate::browser::job_events(id, after, move |kind, data| match kind {
+        crate::browser::job_events(id, after, log_lines, move |kind, data| match kind {
+            "log" => {
+                if let Ok(new) = serde_json::from_str::<Vec<String>>(data) {
+                    log.update(|l| {
+                        l.extend(new);
+                        let extra = l.len().saturating_sub(500);
+                        l.drain(..extra);
+                    });
+                }
+            }
             "metrics" => {
                 if let Ok(new) = serde_json::from_str::<Vec<MetricsRow>>(data) {
                     rows.update(|r| {
@@ -477,7 +492,7 @@ fn JobView(detail: JobInfo, cancel: ServerAction<CancelJob>) -> impl IntoView {
         </details>
         <details class="panel" open>
             <summary>"Log"</summary>
-            <pre class="log" data-testid="job-log">{detail.log.join("\n")}</pre>
+            <pre class="log" data-testid="job-log">{move || log.get().join("\n")}</pre>
         </details>
     }
 }

@@ -2,8 +2,9 @@
 //! charts of the job page.
 //!
 //! Events: `metrics` (a JSON array of `{step, metrics}` rows, each batch's `id` is its last
-//! step, so a reconnecting browser resumes with `Last-Event-ID`) and `status` (the job row's
-//! status, step, total, error and resulting model, sent when it changes). The stream ends
+//! step, so a reconnecting browser resumes with `Last-Event-ID`), `log` (a JSON array of the
+//! job log's new lines) and `status` (the job row's status, step, total, error and resulting
+//! model, sent when it changes). The stream ends
 //! after the job's final status. It reads the database, so it follows a job run by any worker,
 //! across server restarts.
 
@@ -23,6 +24,8 @@ use crate::AppState;
 pub struct EventsQuery {
     /// Send only rows after this step (the page passes what it already drew).
     after: Option<i64>,
+    /// Send only log lines after this many (the page passes how many it has).
+    log_after: Option<usize>,
 }
 
 struct Cursor {
@@ -32,6 +35,8 @@ struct Cursor {
     last_status: Option<serde_json::Value>,
     ended: bool,
     first: bool,
+    log: std::path::PathBuf,
+    log_sent: usize,
 }
 
 pub async fn events(
@@ -43,7 +48,16 @@ pub async fn events(
     require(&state, &headers, &[Role::Viewer, Role::Clinician, Role::Researcher]).await?;
     state.ctx.store.job(id).await?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
-    let cursor = Cursor { store: state.ctx.store.clone(), id, after: resume.or(q.after).unwrap_or(0), last_status: None, ended: false, first: true };
+    let cursor = Cursor {
+        store: state.ctx.store.clone(),
+        id,
+        after: resume.or(q.after).unwrap_or(0),
+        last_status: None,
+        ended: false,
+        first: true,
+        log: app::training_config::job_log(&state.ctx.data_dir, id),
+        log_sent: q.log_after.unwrap_or(0),
+    };
     let s = stream::unfold(cursor, |mut c| async move {
         if c.ended {
             return None;
@@ -61,6 +75,15 @@ pub async fn events(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(job = c.id, error = %e, "cannot read training metrics for the live chart"),
+        }
+        // New lines of the job's log (read whole: it is a few hundred lines).
+        if let Ok(text) = tokio::fs::read_to_string(&c.log).await {
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.len() > c.log_sent {
+                let new = &lines[c.log_sent.max(lines.len().saturating_sub(500))..];
+                out.push(Event::default().event("log").data(serde_json::to_string(new).unwrap_or_else(|_| "[]".into())));
+                c.log_sent = lines.len();
+            }
         }
         match c.store.job(c.id).await {
             Ok(job) => {
