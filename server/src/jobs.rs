@@ -196,15 +196,7 @@ async fn execute(q: &Queue, job: &TrainingJob, cancel: Arc<AtomicBool>) -> anyho
 /// a rater's region becomes the record's ROI), with image negatives when the objective
 /// trains on them.
 async fn write_dataset(q: &Queue, job: &TrainingJob, snapshot: i64, cfg: &medpo_train::config::TrainConfig) -> anyhow::Result<()> {
-    let pairs = q.store.snapshot_pairs(snapshot).await?;
-    let mut records = Vec::with_capacity(pairs.len());
-    for p in &pairs {
-        let scan = match p.scan_id {
-            Some(s) => Some(q.store.scan(s).await?),
-            None => None,
-        };
-        records.push(crate::api::datasets::pair_record(p, scan.as_ref()));
-    }
+    let (mut records, _) = crate::api::datasets::records(&q.store, snapshot).await?;
     let dir = job_dir(&q.data_dir, job.id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if needs_image_negative(&cfg.loss.loss_type) {

@@ -199,6 +199,12 @@ pub fn load_seed_json(path: &Path) -> Result<Vec<PreferenceRecord>> {
 
 /// Writes records as a seed JSON array (4-space indent, the seed's own layout).
 pub fn save_seed_json(path: &Path, records: &[PreferenceRecord]) -> Result<()> {
+    let buf = to_seed_json(records).map_err(|e| Error::json(path, e))?;
+    std::fs::write(path, buf).map_err(|e| Error::io(path, e))
+}
+
+/// The bytes [`save_seed_json`] writes.
+pub fn to_seed_json(records: &[PreferenceRecord]) -> serde_json::Result<Vec<u8>> {
     let out: Vec<SeedRecord> = records
         .iter()
         .map(|r| {
@@ -228,9 +234,9 @@ pub fn save_seed_json(path: &Path, records: &[PreferenceRecord]) -> Result<()> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    out.serialize(&mut ser).map_err(|e| Error::json(path, e))?;
+    out.serialize(&mut ser)?;
     buf.push(b'\n');
-    std::fs::write(path, buf).map_err(|e| Error::io(path, e))
+    Ok(buf)
 }
 
 // ------------------------------------------------------------------------------ TRL JSONL
@@ -388,6 +394,12 @@ pub fn load_trl_jsonl(path: &Path) -> Result<Vec<PreferenceRecord>> {
 
 /// Writes TRL-style JSONL (string form).
 pub fn save_trl_jsonl(path: &Path, records: &[PreferenceRecord]) -> Result<()> {
+    let buf = to_trl_jsonl(records).map_err(|e| Error::json(path, e))?;
+    std::fs::write(path, buf).map_err(|e| Error::io(path, e))
+}
+
+/// The bytes [`save_trl_jsonl`] writes.
+pub fn to_trl_jsonl(records: &[PreferenceRecord]) -> serde_json::Result<Vec<u8>> {
     let mut buf = Vec::new();
     for r in records {
         let o = TrlOut {
@@ -400,10 +412,10 @@ pub fn save_trl_jsonl(path: &Path, records: &[PreferenceRecord]) -> Result<()> {
             weight: r.weight,
             roi: r.roi,
         };
-        serde_json::to_writer(&mut buf, &o).map_err(|e| Error::json(path, e))?;
+        serde_json::to_writer(&mut buf, &o)?;
         buf.push(b'\n');
     }
-    std::fs::write(path, buf).map_err(|e| Error::io(path, e))
+    Ok(buf)
 }
 
 /// Dataset formats.

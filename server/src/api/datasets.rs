@@ -44,9 +44,10 @@ pub fn pair_record(p: &PreferencePair, scan: Option<&Scan>) -> PreferenceRecord 
     }
 }
 
-/// The snapshot's records and the scans they use.
-async fn records(state: &AppState, snapshot_id: i64) -> Result<(Vec<PreferenceRecord>, Vec<Scan>), ApiError> {
-    let pairs = state.ctx.store.snapshot_pairs(snapshot_id).await?;
+/// A snapshot's training records and the scans they use (each scan read once). Shared by the
+/// downloads and the job queue, which trains on exactly these records.
+pub async fn records(store: &medpo_store::Store, snapshot_id: i64) -> Result<(Vec<PreferenceRecord>, Vec<Scan>), medpo_store::Error> {
+    let pairs = store.snapshot_pairs(snapshot_id).await?;
     let mut scans: Vec<Scan> = Vec::new();
     let mut out = Vec::with_capacity(pairs.len());
     for p in &pairs {
@@ -54,7 +55,7 @@ async fn records(state: &AppState, snapshot_id: i64) -> Result<(Vec<PreferenceRe
             Some(id) => match scans.iter().find(|s| s.id == id) {
                 Some(s) => Some(s.clone()),
                 None => {
-                    let s = state.ctx.store.scan(id).await?;
+                    let s = store.scan(id).await?;
                     scans.push(s.clone());
                     Some(s)
                 }
@@ -67,18 +68,7 @@ async fn records(state: &AppState, snapshot_id: i64) -> Result<(Vec<PreferenceRe
 }
 
 fn jsonl(records: &[PreferenceRecord]) -> Result<Vec<u8>, ApiError> {
-    let dir = tempfile_dir()?;
-    let path = dir.join("dataset.jsonl");
-    medpo_train::data::save_trl_jsonl(&path, records).map_err(|e| ApiError::internal("writing the JSONL failed", e))?;
-    let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("reading the JSONL back failed", e))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(bytes)
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf, ApiError> {
-    let dir = std::env::temp_dir().join(format!("medpo-export-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal("cannot create a temporary folder", e))?;
-    Ok(dir)
+    medpo_train::data::to_trl_jsonl(records).map_err(|e| ApiError::internal("writing the JSONL failed", e))
 }
 
 fn attachment(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
@@ -92,8 +82,7 @@ fn attachment(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Respons
 }
 
 /// The file name stem of a snapshot: `<dataset>-v<version>`.
-async fn stem(state: &AppState, snapshot_id: i64) -> Result<String, ApiError> {
-    let s = state.ctx.store.snapshot(snapshot_id).await?;
+async fn stem(state: &AppState, s: &medpo_types::DatasetSnapshot) -> Result<String, ApiError> {
     let datasets = state.ctx.store.list_datasets().await?;
     let name = datasets.iter().find(|d| d.id == s.dataset_id).map(|d| d.name.clone()).unwrap_or_else(|| "dataset".into());
     let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
@@ -104,8 +93,8 @@ async fn stem(state: &AppState, snapshot_id: i64) -> Result<String, ApiError> {
 /// the data folder, as the zip lays them out).
 pub async fn export_jsonl(State(state): State<AppState>, headers: HeaderMap, UrlPath(id): UrlPath<i64>) -> Result<Response, ApiError> {
     let user = require(&state, &headers, &[Role::Researcher]).await?;
-    let stem = stem(&state, id).await?;
-    let (recs, _) = records(&state, id).await?;
+    let stem = stem(&state, &state.ctx.store.snapshot(id).await?).await?;
+    let (recs, _) = records(&state.ctx.store, id).await?;
     let bytes = jsonl(&recs)?;
     state.ctx.store.audit(Some(user.id), &user.username, "export", &format!("snapshot {id} as JSONL ({} pairs)", recs.len())).await?;
     Ok(attachment(bytes, "application/x-ndjson", &format!("{stem}.jsonl")))
@@ -117,8 +106,8 @@ pub async fn export_jsonl(State(state): State<AppState>, headers: HeaderMap, Url
 pub async fn export_zip(State(state): State<AppState>, headers: HeaderMap, UrlPath(id): UrlPath<i64>) -> Result<Response, ApiError> {
     let user = require(&state, &headers, &[Role::Researcher]).await?;
     let snap = state.ctx.store.snapshot(id).await?;
-    let stem = stem(&state, id).await?;
-    let (recs, scans) = records(&state, id).await?;
+    let stem = stem(&state, &snap).await?;
+    let (recs, scans) = records(&state.ctx.store, id).await?;
     let data_dir = state.ctx.data_dir.clone();
     let n = recs.len();
     let readme = format!(
@@ -129,11 +118,7 @@ pub async fn export_zip(State(state): State<AppState>, headers: HeaderMap, UrlPa
         sha = snap.sha256
     );
     let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let dir = tempfile_dir()?;
-        let seed = dir.join("dataset.json");
-        medpo_train::data::save_seed_json(&seed, &recs).map_err(|e| ApiError::internal("writing the seed JSON failed", e))?;
-        let seed_bytes = std::fs::read(&seed).map_err(|e| ApiError::internal("reading the seed JSON back failed", e))?;
-        let _ = std::fs::remove_dir_all(&dir);
+        let seed_bytes = medpo_train::data::to_seed_json(&recs).map_err(|e| ApiError::internal("writing the seed JSON failed", e))?;
         let jsonl_bytes = jsonl(&recs)?;
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
