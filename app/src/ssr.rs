@@ -184,6 +184,11 @@ fn safetensors_param_count(path: &std::path::Path) -> Result<i64, String> {
 /// The registry layout of models served by a remote OpenAI-compatible server.
 pub const REMOTE_LAYOUT: &str = "remote";
 
+/// Whether this server can train or evaluate the model itself (enabled and not remote).
+pub fn runs_here(m: &medpo_types::ModelEntry) -> bool {
+    m.enabled && m.layout != REMOTE_LAYOUT
+}
+
 /// The client configuration of a remote registered from the Models page.
 pub fn remote_config(r: &medpo_types::RemoteEndpoint) -> medpo_remote::RemoteConfig {
     let mut c = medpo_remote::RemoteConfig::new(&r.name, &r.base_url, r.models.clone());

@@ -44,12 +44,22 @@ pub async fn leaderboard() -> Result<Boards, ServerFnError> {
     let runs = ctx.store.leaderboard().await.map_err(crate::ssr::store_err)?;
     let models = ctx.store.list_models().await.map_err(crate::ssr::store_err)?;
     let mut boards: Vec<(String, Vec<BoardRow>)> = Vec::new();
+    // Item scores by run, read once each (a base is paired with every one of its variants).
+    let mut scores: std::collections::HashMap<i64, std::collections::HashMap<String, f64>> = Default::default();
     for run in &runs {
         let entry = models.iter().find(|m| m.id == run.model_id);
         let parent = entry.and_then(|m| m.parent_id);
         let base_run = parent.and_then(|p| runs.iter().find(|r| r.model_id == p && r.benchmark == run.benchmark));
         let (p_value, diff) = match base_run {
-            Some(b) => paired(&ctx.store, run.id, b.id).await.unwrap_or((None, None)),
+            Some(b) => {
+                for id in [run.id, b.id] {
+                    if !scores.contains_key(&id) {
+                        let items = ctx.store.eval_items(id).await.map_err(crate::ssr::store_err)?;
+                        scores.insert(id, items.into_iter().map(|i| (i.item_id, i.score)).collect());
+                    }
+                }
+                paired(&scores[&run.id], &scores[&b.id])
+            }
             None => (None, None),
         };
         let row = BoardRow {
@@ -68,32 +78,27 @@ pub async fn leaderboard() -> Result<Boards, ServerFnError> {
     Ok(Boards {
         boards,
         queue,
-        models: models.into_iter().filter(|m| m.enabled && m.layout != crate::ssr::REMOTE_LAYOUT).map(|m| (m.id, m.name)).collect(),
+        models: models.into_iter().filter(crate::ssr::runs_here).map(|m| (m.id, m.name)).collect(),
         benchmarks: crate::ssr::benchmark_choices(&ctx.benchmarks),
     })
 }
 
-/// The paired bootstrap of two runs' item scores over the questions both answered.
+/// The paired bootstrap of two runs' item scores over the questions both answered:
+/// (p-value, mean difference), or nothing when they share no question.
 #[cfg(feature = "ssr")]
-async fn paired(store: &medpo_store::Store, run: i64, base: i64) -> Result<(Option<f64>, Option<f64>), medpo_store::Error> {
-    let a = store.eval_items(run).await?;
-    let b = store.eval_items(base).await?;
-    let base_scores: std::collections::HashMap<&str, f64> = b.iter().map(|i| (i.item_id.as_str(), i.score)).collect();
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    for i in &a {
-        if let Some(s) = base_scores.get(i.item_id.as_str()) {
-            xs.push(i.score);
-            ys.push(*s);
-        }
+fn paired(run: &std::collections::HashMap<String, f64>, base: &std::collections::HashMap<String, f64>) -> (Option<f64>, Option<f64>) {
+    let mut ids: Vec<&String> = run.keys().filter(|k| base.contains_key(*k)).collect();
+    ids.sort();
+    if ids.is_empty() {
+        return (None, None);
     }
-    if xs.is_empty() {
-        return Ok((None, None));
-    }
+    let xs: Vec<f64> = ids.iter().map(|k| run[*k]).collect();
+    let ys: Vec<f64> = ids.iter().map(|k| base[*k]).collect();
     let cfg = medpo_eval::bootstrap_ci::BootstrapConfig::default();
-    Ok(match medpo_eval::paired_test::paired_bootstrap(&xs, &ys, &cfg, "leaderboard/overall") {
+    match medpo_eval::paired_test::paired_bootstrap(&xs, &ys, &cfg, "leaderboard/overall") {
         Ok(t) => (Some(t.p_value), Some(t.mean_diff)),
         Err(_) => (None, None),
-    })
+    }
 }
 
 /// Queues evaluation runs of a model on a benchmark (researchers and admins).

@@ -32,7 +32,7 @@ pub async fn launch_options() -> Result<LaunchChoices, ServerFnError> {
     Ok(LaunchChoices {
         models: models
             .into_iter()
-            .filter(|m| m.enabled && m.layout != crate::ssr::REMOTE_LAYOUT)
+            .filter(crate::ssr::runs_here)
             .map(|m| (m.id, m.name, m.variant))
             .collect(),
         snapshots: datasets
