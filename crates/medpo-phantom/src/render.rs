@@ -27,6 +27,12 @@ impl Ellipse {
         let (dx, dy) = ((x - self.cx) / self.rx, (y - self.cy) / self.ry);
         (dx * dx + dy * dy).sqrt()
     }
+    /// The pixels its soft edge can touch: (x0, x1, y0, y1), inclusive, inside the image.
+    fn pixel_bounds(&self) -> (u32, u32, u32, u32) {
+        let lo = |c: f32, r: f32| (c - r - 2.0).floor().max(0.0) as u32;
+        let hi = |c: f32, r: f32| (c + r + 2.0).ceil().min(SIZE as f32 - 1.0) as u32;
+        (lo(self.cx, self.rx), hi(self.cx, self.rx), lo(self.cy, self.ry), hi(self.cy, self.ry))
+    }
     /// Coverage of pixel (x, y) with a soft edge of about `edge` pixels.
     fn coverage(&self, x: f32, y: f32, edge: f32) -> f32 {
         let d = (self.norm(x, y) - 1.0) * self.rx.min(self.ry);
@@ -167,8 +173,7 @@ impl Canvas {
     }
     /// Paints `value` into the ellipse (clipped by `clip` when given).
     fn fill(&mut self, e: Ellipse, value: f32, clip: Option<&dyn Fn(f32, f32) -> bool>) {
-        let (x0, x1) = (((e.cx - e.rx - 2.0).floor().max(0.0)) as u32, ((e.cx + e.rx + 2.0).ceil().min(SIZE as f32 - 1.0)) as u32);
-        let (y0, y1) = (((e.cy - e.ry - 2.0).floor().max(0.0)) as u32, ((e.cy + e.ry + 2.0).ceil().min(SIZE as f32 - 1.0)) as u32);
+        let (x0, x1, y0, y1) = e.pixel_bounds();
         for y in y0..=y1 {
             for x in x0..=x1 {
                 let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
@@ -185,8 +190,7 @@ impl Canvas {
     }
     /// Adds `delta` inside the ellipse (lesions keep the texture below them).
     fn add(&mut self, e: Ellipse, delta: f32) {
-        let (x0, x1) = (((e.cx - e.rx - 2.0).floor().max(0.0)) as u32, ((e.cx + e.rx + 2.0).ceil().min(SIZE as f32 - 1.0)) as u32);
-        let (y0, y1) = (((e.cy - e.ry - 2.0).floor().max(0.0)) as u32, ((e.cy + e.ry + 2.0).ceil().min(SIZE as f32 - 1.0)) as u32);
+        let (x0, x1, y0, y1) = e.pixel_bounds();
         for y in y0..=y1 {
             for x in x0..=x1 {
                 let a = e.coverage(x as f32 + 0.5, y as f32 + 0.5, 1.6);

@@ -183,22 +183,20 @@ fn replace_once(text: &str, from: &str, to: &str) -> Option<String> {
 
 /// A finding that is not in the case, for a hallucination (`None` when every candidate is
 /// already there).
-fn invented(case: &Case, truth: &str, r: &mut Rng) -> Option<String> {
+fn invented(case: &Case, r: &mut Rng) -> Option<String> {
     let first = if r.chance(0.5) { Side::Left } else { Side::Right };
+    let kinds: &[(FindingKind, Organ)] = match case.region {
+        BodyRegion::Chest => &[(FindingKind::Effusion, Organ::Lung), (FindingKind::Mass, Organ::Lung)],
+        BodyRegion::Abdomen => &[(FindingKind::Nodule, Organ::Kidney)],
+        BodyRegion::Head => &[(FindingKind::Mass, Organ::Brain)],
+    };
     for side in [first, first.other()] {
-        let s = side.word();
-        let candidates = match case.region {
-            BodyRegion::Chest => vec![format!("A {s} pleural effusion."), format!("A large mass in the {s} lung.")],
-            BodyRegion::Abdomen => vec![format!("A small nodule in the {s} kidney.")],
-            BodyRegion::Head => vec![format!("A large mass in the {s} hemisphere of the brain.")],
-        };
-        // Nothing of that kind may already be in that place.
-        if let Some(c) = candidates.into_iter().find(|c| {
-            let place = c.split(" in the ").nth(1).unwrap_or(c).trim_end_matches('.');
-            let kind_word = if c.contains("effusion") { format!("{s} pleural effusion") } else { c.split(" in the ").next().unwrap_or("").replace("A ", "") };
-            !truth.contains(&kind_word) && !(c.contains("mass") && truth.contains(&format!("masses in the {place}")))
-        }) {
-            return Some(c);
+        for &(kind, organ) in kinds {
+            // Nothing of that kind may already be in that place.
+            if !case.findings.iter().any(|f| f.kind == kind && f.organ == organ && f.side == Some(side)) {
+                let fake = Finding { kind, organ, side: Some(side), x: 0.0, y: 0.0, radius: 0.0, roi: [0; 4] };
+                return Some(finding_sentence(&fake));
+            }
         }
     }
     None
@@ -245,7 +243,7 @@ pub fn pairs(case: &Case) -> Vec<PairRecord> {
         }
         push("missed_finding", describe.clone(), truth.clone(), rej, Some(fs[0].roi));
     }
-    if let Some(fake) = invented(case, &truth, &mut r) {
+    if let Some(fake) = invented(case, &mut r) {
         let hallucinated = match replace_once(&truth, " No abnormality.", &format!(" {fake}")) {
             Some(t) => t,
             None => format!("{truth} {fake}"),
