@@ -166,7 +166,7 @@ fn child(name: &str, variant: &str) {
             base_model_name_or_path: None,
         })
     } else {
-        Tuning::Full
+        Tuning::Full { train_vision_tower: false }
     };
     let spec = PolicySpec {
         loss: LossConfig::new(Objective::Sigmoid, 0.1),

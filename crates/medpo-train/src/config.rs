@@ -49,6 +49,10 @@ pub struct TrainConfig {
     /// LoRA: also write the base with the adapters merged in (`<output_dir>/merged`, the base's
     /// layout, servable like any checkpoint) next to the PEFT adapter (`<output_dir>/adapter`).
     pub save_merged_model: bool,
+    /// Full fine-tuning: train the vision tower too (LLaVA's `unfreeze_mm_vision_tower`); the
+    /// exported model then carries its own tower folder (`<output_dir>/model/vision_tower`).
+    /// Ignored with LoRA.
+    pub unfreeze_mm_vision_tower: bool,
     pub lora_r: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
@@ -71,6 +75,7 @@ impl Default for TrainConfig {
             resume: true,
             use_peft: false,
             save_merged_model: false,
+            unfreeze_mm_vision_tower: false,
             lora_r: l.r,
             lora_alpha: l.lora_alpha,
             lora_dropout: l.lora_dropout,

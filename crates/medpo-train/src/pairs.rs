@@ -116,6 +116,8 @@ pub struct TargetedReport {
     pub records: Vec<PreferenceRecord>,
     /// Neighbours skipped because the model's answer on the similar image equalled the gold answer.
     pub same_answer: usize,
+    /// Neighbours skipped because the model's answer on the similar image was empty.
+    pub empty_answer: usize,
 }
 
 fn normalise(s: &str) -> String {
@@ -145,6 +147,10 @@ pub fn build_targeted_pairs(
                 TargetedMode::CopoOnly => item.answer.clone(),
                 TargetedMode::DpoOnly | TargetedMode::Mixed => {
                     let a = model.answer(&item.question, similar)?;
+                    if a.trim().is_empty() {
+                        rep.empty_answer += 1;
+                        continue;
+                    }
                     if normalise(&a) == normalise(&item.answer) {
                         rep.same_answer += 1;
                         continue;

@@ -36,9 +36,10 @@ use crate::trainer::PolicyModel;
 pub enum Tuning {
     /// LoRA adapters over a frozen base; the reference is the base (adapters off).
     Lora(LoraConfig),
-    /// Every weight whose checkpoint name passes the filter (default: all but the vision
-    /// tower); the reference is a frozen copy of the base.
-    Full,
+    /// Every weight of the decoder and the projector, and of the vision tower too when
+    /// `train_vision_tower` (LLaVA's `unfreeze_mm_vision_tower`); the reference, for the
+    /// objectives that read one, is a frozen copy of the base.
+    Full { train_vision_tower: bool },
 }
 
 /// What the policy needs besides the model and the records.
@@ -156,7 +157,7 @@ impl VlmPolicy {
                 let vars = lora.named_vars();
                 (model, Some(lora), None, vars)
             }
-            Tuning::Full => {
+            Tuning::Full { train_vision_tower } => {
                 let frozen_opts = LoadOptions {
                     device: opts.device.clone(),
                     dtype: opts.dtype,
@@ -167,18 +168,23 @@ impl VlmPolicy {
                     available_memory: opts.available_memory,
                     progress: None,
                 };
-                // The vision tower stays frozen (plain tensors: no gradient is even computed).
+                // A frozen vision tower is loaded as plain tensors: no gradient is even computed.
                 let model = Model::load(
                     model_dir,
                     &LoadOptions {
                         trainable: true,
-                        freeze_vision_tower: true,
+                        freeze_vision_tower: !train_vision_tower,
                         ..opts
                     },
                 )?;
                 let vars = model.trainable_vars(|_| true);
-                let frozen = Model::load(model_dir, &frozen_opts)?;
-                (model, None, Some(frozen), vars)
+                // Reference-free objectives (SFT, SimPO, ORPO, CPO) need no second copy.
+                let frozen = if Needs::of(&spec.loss).reference {
+                    Some(Model::load(model_dir, &frozen_opts)?)
+                } else {
+                    None
+                };
+                (model, None, frozen, vars)
             }
         };
         Self::from_parts(model, lora, frozen, vars, records, spec)
@@ -512,28 +518,42 @@ fn is_weight_file(name: &str) -> bool {
 /// register it like any checkpoint. A vision tower in a separate folder stays there: a relative
 /// `mm_vision_tower` is rewritten to its absolute path.
 pub fn export_merged(model: &Model, lora: &Lora, out: &Path) -> Result<()> {
-    export_with(model, out, |tensors| lora.merge_into(tensors))
+    export_with(&model.config.dir, model.device(), out, None, |tensors| lora.merge_into(tensors))
 }
 
 /// Writes a fully fine-tuned model to `out` in the base's layout: the base tensors with every
-/// trained `Var` (named by checkpoint key) in place of its original.
+/// trained `Var` (named by checkpoint key) in place of its original. A vision tower that lives
+/// in its own folder (LLaVA-Med's layout) and was trained goes to `out/vision_tower`, and the
+/// exported config names that folder.
 pub fn export_full(model: &Model, vars: &[(String, Var)], out: &Path) -> Result<()> {
-    export_with(model, out, |tensors| {
+    let replace = |tensors: &mut HashMap<String, Tensor>| -> Result<()> {
         for (k, v) in vars {
             if let Some(t) = tensors.get_mut(k) {
                 *t = v.as_tensor().detach().to_dtype(t.dtype())?;
             }
         }
         Ok(())
-    })
+    };
+    let w = &model.config.weights;
+    let tower_trained = w.vision_dir != model.config.dir && vars.iter().any(|(k, _)| k.starts_with(&w.vision));
+    let tower = if tower_trained { Some(out.join("vision_tower")) } else { None };
+    export_with(&model.config.dir, model.device(), out, tower.as_ref().map(|_| "vision_tower"), replace)?;
+    if let Some(dir) = tower {
+        export_with(&w.vision_dir, model.device(), &dir, None, replace)?;
+    }
+    Ok(())
 }
 
+/// Copies the checkpoint folder `base` to `out` with its tensors edited by `edit`;
+/// `vision_tower`: the value `mm_vision_tower` takes in the copy's config (else a relative one
+/// is made absolute, so the copy still finds its tower).
 fn export_with(
-    model: &Model,
+    base: &Path,
+    dev: &candle_core::Device,
     out: &Path,
+    vision_tower: Option<&str>,
     edit: impl FnOnce(&mut HashMap<String, Tensor>) -> Result<()>,
 ) -> Result<()> {
-    let base = &model.config.dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let rd = std::fs::read_dir(base).map_err(|e| Error::io(base, e))?;
     for e in rd {
@@ -551,7 +571,9 @@ fn export_with(
                 .get("mm_vision_tower")
                 .and_then(|x| x.as_str())
                 .map(str::to_string);
-            if let Some(vt) = vt {
+            if let Some(new) = vision_tower {
+                v["mm_vision_tower"] = serde_json::Value::String(new.into());
+            } else if let Some(vt) = vt {
                 let rel = base.join(&vt);
                 if !Path::new(&vt).is_absolute() && rel.is_dir() {
                     let abs = std::fs::canonicalize(&rel).map_err(|x| Error::io(&rel, x))?;
@@ -566,7 +588,6 @@ fn export_with(
         }
     }
     let files = medpo_models::loader::WeightFiles::open(base)?;
-    let dev = model.device().clone();
     let mut keys: Vec<String> = files.keys().cloned().collect();
     keys.sort();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
@@ -578,7 +599,7 @@ fn export_with(
             "F64" => DType::F64,
             _ => DType::F32,
         };
-        tensors.insert(k.clone(), files.load(k, &shape, dtype, &dev)?);
+        tensors.insert(k.clone(), files.load(k, &shape, dtype, dev)?);
     }
     edit(&mut tensors)?;
     let list: Vec<(String, Tensor)> = keys

@@ -533,7 +533,7 @@ fn over_long_samples_are_skipped_and_full_fine_tuning_trains() {
     let mut p = VlmPolicy::load(
         &model_dir(),
         LoadOptions::default(),
-        Tuning::Full,
+        Tuning::Full { train_vision_tower: false },
         &train,
         s,
     )

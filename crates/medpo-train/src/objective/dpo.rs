@@ -135,7 +135,7 @@ pub(super) fn term(o: Objective, x: &Inputs) -> Result<Term> {
         Objective::Sft => (
             (x.pc()? / x.nc()?)?.neg()?,
             Reduce::Given(x.batch_nll()?),
-            x.dpo_rewards()?,
+            x.sft_rewards()?,
         ),
         // Length-normalised sigmoid DPO (TRL `sigmoid_norm`): x/n on each side.
         Objective::SigmoidNorm => {

@@ -684,6 +684,16 @@ impl Inputs<'_> {
         let beta = self.cfg.beta;
         Ok(((self.xc()? * beta)?.detach(), (self.xr()? * beta)?.detach()))
     }
+    /// SFT's rewards: the DPO ones when the batch has the reference and rejected rows (SFT
+    /// beside a DPO term); alone, SFT reads neither, and reports β·pc and 0.
+    fn sft_rewards(&self) -> Result<(Tensor, Tensor)> {
+        let b = self.b;
+        if b.ref_chosen.is_some() && b.policy_rejected.is_some() && b.ref_rejected.is_some() {
+            return self.dpo_rewards();
+        }
+        let pc = self.pc()?;
+        Ok(((pc * self.cfg.beta)?.detach(), pc.zeros_like()?))
+    }
     /// Token-mean NLL of the chosen completions over the whole batch: −Σpc / Σn.
     fn batch_nll(&self) -> Result<Tensor> {
         Ok((self.pc()?.sum_all()?.neg()? / self.nc()?.sum_all()?)?)
