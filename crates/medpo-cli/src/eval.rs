@@ -164,6 +164,10 @@ pub struct EvalArgs {
     /// Where hub-style vision tower names (`openai/clip-vit-large-patch14-336`) are looked up.
     #[arg(long, env = "MEDPO_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// The image-ablation control: answer with every image replaced by a black one of the same
+    /// size (a model that reads the image should fall to what the questions alone allow).
+    #[arg(long, conflicts_with = "remote")]
+    pub blank_images: bool,
     /// Print the result as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -300,6 +304,7 @@ pub struct ModelAnswerer {
     model: medpo_models::Model,
     images: PathBuf,
     params: medpo_models::GenerateParams,
+    blank: bool,
 }
 
 impl ModelAnswerer {
@@ -309,7 +314,19 @@ impl ModelAnswerer {
             max_new_tokens,
             ..medpo_models::GenerateParams::for_layout(model.config.layout)
         };
-        ModelAnswerer { model, images, params }
+        ModelAnswerer { model, images, params, blank: false }
+    }
+
+    /// The image-ablation control: every image is replaced by a black one of the same size, so
+    /// the model answers from the question alone.
+    pub fn with_blank_images(mut self) -> Self {
+        self.blank = true;
+        self
+    }
+
+    /// The model back.
+    pub fn into_model(self) -> medpo_models::Model {
+        self.model
     }
 }
 
@@ -322,6 +339,7 @@ impl Answerer for ModelAnswerer {
             let img = image::open(&path)
                 .map_err(|e| fail(format!("image `{}` for question {}: {e}", path.display(), it.question_id)))?
                 .to_rgb8();
+            let img = if self.blank { image::RgbImage::new(img.width(), img.height()) } else { img };
             inputs.push(
                 self.model
                     .input(&it.question, Some(&img))
@@ -346,7 +364,8 @@ fn model_answerer(args: &EvalArgs) -> anyhow::Result<Box<dyn Answerer>> {
     let opts = medpo_models::LoadOptions { device, dtype, models_dir: args.models_dir.clone(), ..Default::default() };
     let dir = args.model.as_ref().context("--model or --remote is required")?;
     let model = medpo_models::Model::load(dir, &opts).with_context(|| format!("loading model `{}`", dir.display()))?;
-    Ok(Box::new(ModelAnswerer::new(model, args.images.clone(), args.max_new_tokens)))
+    let answerer = ModelAnswerer::new(model, args.images.clone(), args.max_new_tokens);
+    Ok(Box::new(if args.blank_images { answerer.with_blank_images() } else { answerer }))
 }
 
 /// Generation on an OpenAI-compatible server (through the same client as the server's remote

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod models;
 pub mod phantom;
 pub mod train;
+pub mod zoo;
 
 /// Engine subcommands. Each family lives in its own module.
 #[derive(Debug, Subcommand)]
@@ -22,6 +23,10 @@ pub enum EngineCommand {
     /// Phantom scans: a deterministic synthetic benchmark with ground truth (`generate`).
     #[command(subcommand)]
     Phantom(phantom::PhantomCommand),
+    /// The phantom model zoo: data, SFT from scratch, every preference variant, evaluation and
+    /// the benchmark table, in one command (`build`).
+    #[command(subcommand)]
+    Zoo(zoo::ZooCommand),
 }
 
 /// Runs one engine subcommand.
@@ -31,5 +36,6 @@ pub fn run(cmd: EngineCommand) -> anyhow::Result<()> {
         EngineCommand::Eval(c) => eval::run(c),
         EngineCommand::Train(c) => train::run(c),
         EngineCommand::Phantom(c) => phantom::run(c),
+        EngineCommand::Zoo(c) => zoo::run(c),
     }
 }

@@ -347,7 +347,9 @@ pub fn run_training_with(
     let tuning = if cfg.use_peft {
         Tuning::Lora(cfg.lora()?)
     } else {
-        Tuning::Full
+        Tuning::Full {
+            train_vision_tower: cfg.unfreeze_mm_vision_tower,
+        }
     };
     let device = match opts.device.as_deref() {
         Some(d) => medpo_models::parse_device(d)?,
