@@ -312,7 +312,8 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
     c.args.warmup_ratio = 0.05;
     c.args.adam.weight_decay = 0.0;
     c.args.seed = a.seed;
-    let sft_run = train(&c)?;
+    let mut reused = 0;
+    let sft_run = train(&c, &mut reused)?;
     let out = &a.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     install(&sft_run.join("vision_tower"), &out.join(TOWER), None)?;
@@ -372,7 +373,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
         c.args.adam.weight_decay = 0.0;
         c.args.seed = a.seed;
         eprintln!("    {} ({})", v.label, v.loss_type.iter().map(|o| o.name()).collect::<Vec<_>>().join(" + "));
-        let run = train(&c)?;
+        let run = train(&c, &mut reused)?;
         install(&run, &out.join(folder(v.name)), Some(&format!("../{TOWER}")))?;
     }
 
@@ -402,6 +403,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
         variants: &runs,
         pairs: &datasets.counts,
         minutes: t0.elapsed().as_secs_f64() / 60.0,
+        reused,
         quick: a.quick,
     };
     let md = report.markdown()?;
@@ -469,11 +471,12 @@ fn sft_records(phantom: &Path) -> anyhow::Result<Vec<PreferenceRecord>> {
 }
 
 /// Runs one training and returns the exported model folder.
-fn train(c: &TrainConfig) -> anyhow::Result<PathBuf> {
+fn train(c: &TrainConfig, reused: &mut usize) -> anyhow::Result<PathBuf> {
     c.validate()?;
     let done = c.output_dir.join(if c.use_peft { "merged" } else { "model" });
     if done.join("model.safetensors").is_file() {
         eprintln!("    (already trained: {})", done.display());
+        *reused += 1;
         return Ok(done);
     }
     if c.output_dir.exists() {

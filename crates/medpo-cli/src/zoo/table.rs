@@ -30,6 +30,8 @@ pub struct Report<'a> {
     pub variants: &'a [(String, String, RunSummary)],
     pub pairs: &'a PairCounts,
     pub minutes: f64,
+    /// Training runs reused from an interrupted or earlier build in the same work folder.
+    pub reused: usize,
     pub quick: bool,
 }
 
@@ -126,9 +128,14 @@ impl Report<'_> {
         if self.quick {
             o.push_str("**A `--quick` build (CI): tiny data and a few steps; its numbers mean nothing.**\n\n");
         }
+        let reused = if self.reused > 0 {
+            format!(" ({} of the 11 training runs reused from an earlier build in the same work folder)", self.reused)
+        } else {
+            String::new()
+        };
         o.push_str(&format!(
-            "Written by `medpo zoo build{}` (seed {}) in {:.1} min on this machine. Every model was \
-             trained here, from random weights, by the project's own engines; the data are phantom \
+            "Written by `medpo zoo build{}` (seed {}) in {:.1} min on this machine{reused}. Every model \
+             was trained here, from random weights, by the project's own engines; the data are phantom \
              scans ({}), not patients. **Not for clinical use.**\n\n",
             if self.quick { " --quick" } else { "" },
             self.seed,
@@ -243,6 +250,24 @@ impl Report<'_> {
                  after the targeted construction {m1}.\n"
             ));
         }
+        let c = self.pairs;
+        o.push_str(&format!(
+            "- The preference data mostly restate what SFT already knows: it answered {:.1}% of {} train \
+             questions right, so only {} of the {} pairs are its own mistakes and the rest are phantom edits \
+             of answers it mostly gets right: there is little for a preference objective to fix and much it \
+             can unsettle.\n",
+            100.0 * (1.0 - c.mistakes_found as f64 / self.plan.mistake_items.max(1) as f64),
+            self.plan.mistake_items,
+            c.mistakes_used,
+            c.pairs
+        ));
+        o.push_str(&format!(
+            "- CoPO and MMedPO learn from ROI-noise negatives: {} of the {} records have no finding box \
+             (questions on modality, organ or a normal scan), so their negative is the central box noised, \
+             which usually still shows the answer; the image term then pushes down a right answer on an image \
+             that supports it (mDPO's crops keep at most a fifth of the scan, so they more often hide it).\n",
+            c.roi_fallbacks, c.pairs
+        ));
         o.push_str(
             "- These are small models on synthetic scans with one seed: the table shows what each objective \
              does to one SFT model under one budget, not which objective is best for LLaVA-Med-7B.\n",
