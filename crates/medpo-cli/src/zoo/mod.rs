@@ -305,13 +305,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     c.loss.loss_type = vec![Objective::Sft];
-    c.args.per_device_train_batch_size = plan.sft_batch;
-    c.args.gradient_accumulation_steps = 1;
-    c.args.max_steps = Some(plan.sft_steps);
-    c.args.learning_rate = plan.sft_lr;
-    c.args.warmup_ratio = 0.05;
-    c.args.adam.weight_decay = 0.0;
-    c.args.seed = a.seed;
+    schedule(&mut c, plan.sft_batch, plan.sft_steps, plan.sft_lr, 0.05, a.seed);
     let mut reused = 0;
     let sft_run = train(&c, &mut reused)?;
     let out = &a.out;
@@ -365,13 +359,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
         };
         c.loss.loss_type = v.loss_type.to_vec();
         c.loss.beta = 0.1;
-        c.args.per_device_train_batch_size = plan.variant_batch;
-        c.args.gradient_accumulation_steps = 1;
-        c.args.max_steps = Some(plan.variant_steps);
-        c.args.learning_rate = plan.variant_lr;
-        c.args.warmup_ratio = 0.1;
-        c.args.adam.weight_decay = 0.0;
-        c.args.seed = a.seed;
+        schedule(&mut c, plan.variant_batch, plan.variant_steps, plan.variant_lr, 0.1, a.seed);
         eprintln!("    {} ({})", v.label, v.loss_type.iter().map(|o| o.name()).collect::<Vec<_>>().join(" + "));
         let run = train(&c, &mut reused)?;
         install(&run, &out.join(folder(v.name)), Some(&format!("../{TOWER}")))?;
@@ -468,6 +456,18 @@ fn sft_records(phantom: &Path) -> anyhow::Result<Vec<PreferenceRecord>> {
         out.push(record(format!("{}-report", r.id), REPORT_PROMPT, &r.report, image));
     }
     Ok(out)
+}
+
+/// The optimiser schedule of a zoo run: `steps` of `batch` (no accumulation), AdamW without
+/// weight decay, warm-up then cosine to 0.
+fn schedule(c: &mut TrainConfig, batch: usize, steps: u64, lr: f64, warmup_ratio: f64, seed: u64) {
+    c.args.per_device_train_batch_size = batch;
+    c.args.gradient_accumulation_steps = 1;
+    c.args.max_steps = Some(steps);
+    c.args.learning_rate = lr;
+    c.args.warmup_ratio = warmup_ratio;
+    c.args.adam.weight_decay = 0.0;
+    c.args.seed = seed;
 }
 
 /// Runs one training and returns the exported model folder.
