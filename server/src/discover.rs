@@ -3,27 +3,16 @@
 use std::path::Path;
 
 use medpo_store::Store;
-use serde::Deserialize;
+use medpo_types::ModelLineage;
 
-/// A folder's `medpo.json` (written by `medpo zoo build`): what the model is and which
-/// folder it was trained from.
-#[derive(Debug, Default, Deserialize)]
-struct Lineage {
-    #[serde(default)]
-    variant: Option<String>,
-    /// The parent's folder name (registered under that name).
-    #[serde(default)]
-    parent: Option<String>,
-}
-
-fn lineage(dir: &Path) -> Lineage {
-    let path = dir.join("medpo.json");
+fn lineage(dir: &Path) -> ModelLineage {
+    let path = dir.join(ModelLineage::FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
             tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable medpo.json");
-            Lineage::default()
+            ModelLineage::default()
         }),
-        Err(_) => Lineage::default(),
+        Err(_) => ModelLineage::default(),
     }
 }
 
@@ -64,7 +53,7 @@ pub async fn register_models_dir(store: &Store, models_dir: &Path) -> Vec<String
     };
     let known: Vec<String> = registered.iter().map(|m| m.path.clone()).collect();
     let mut ids: std::collections::HashMap<String, i64> = registered.iter().map(|m| (m.name.clone(), m.id)).collect();
-    let mut dirs: Vec<(bool, std::path::PathBuf, Lineage)> = entries
+    let mut dirs: Vec<(bool, std::path::PathBuf, ModelLineage)> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.join("config.json").is_file())

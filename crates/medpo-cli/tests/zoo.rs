@@ -5,21 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use medpo_cli::zoo::{build, BuildArgs};
+use medpo_cli::zoo::{build, model_folders, BuildArgs};
 
-const MODELS: &[&str] = &[
-    "phantom-sft",
-    "phantom-dpo",
-    "phantom-dpo-nll",
-    "phantom-copo",
-    "phantom-mdpo",
-    "phantom-mmedpo",
-    "phantom-ipo",
-    "phantom-simpo",
-    "phantom-orpo",
-    "phantom-kto",
-    "phantom-targeted",
-];
 
 fn run(root: &Path) -> (PathBuf, String) {
     let args = BuildArgs {
@@ -46,7 +33,9 @@ fn quick_zoo_builds_loads_and_reproduces() {
     let a = tempfile::tempdir().unwrap();
     let (zoo, table) = run(a.path());
     assert!(zoo.join("phantom-clip/model.safetensors").is_file());
-    for m in MODELS {
+    let models = model_folders();
+    assert_eq!(models.len(), 11, "SFT and ten variants: {models:?}");
+    for m in &models {
         let dir = zoo.join(m);
         for f in ["config.json", "model.safetensors", "tokenizer.json", "README.md", "medpo.json"] {
             assert!(dir.join(f).is_file(), "{m}: {f} missing");
@@ -59,7 +48,7 @@ fn quick_zoo_builds_loads_and_reproduces() {
         assert!(card.contains("Not for clinical use") && card.contains("phantom"), "{m}: {card}");
         let lineage: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("medpo.json")).unwrap()).unwrap();
-        if *m == "phantom-sft" {
+        if m == "phantom-sft" {
             assert!(lineage["parent"].is_null());
         } else {
             assert_eq!(lineage["parent"], "phantom-sft", "{m}");

@@ -35,6 +35,9 @@ pub struct PairRecord {
     pub roi: Option<[u32; 4]>,
 }
 
+/// The question a report answers (in the report pairs and the SFT conversations).
+pub const REPORT_PROMPT: &str = "Describe the findings of this image.";
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
@@ -214,7 +217,7 @@ pub fn pairs(case: &Case) -> Vec<PairRecord> {
             out.push(PairRecord { id: format!("{}-{edit}-{}", case.id, out.len()), prompt, chosen, rejected, image: image.clone(), edit: edit.into(), roi });
         }
     };
-    let describe = "Describe the findings of this image.".to_string();
+    let describe = REPORT_PROMPT.to_string();
     let groups = finding_groups(case);
     if let Some((sentence, fs)) = groups.iter().find(|(_, fs)| fs[0].side.is_some()) {
         let side = fs[0].side.unwrap_or(Side::Left);

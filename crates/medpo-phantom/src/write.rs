@@ -110,7 +110,7 @@ pub fn write_benchmark(out: &Path, cfg: &Config, progress: &mut dyn FnMut(usize,
             sft.push(&serde_json::json!({
                 "id": format!("{}-report", c.id),
                 "image": c.image_name(),
-                "conversations": [{"from": "human", "value": "<image>\nDescribe the findings of this image."}, {"from": "gpt", "value": rep}],
+                "conversations": [{"from": "human", "value": format!("<image>\n{}", crate::text::REPORT_PROMPT)}, {"from": "gpt", "value": rep}],
             }));
             for p in pairs(c) {
                 n_pairs += 1;

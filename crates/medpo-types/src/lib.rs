@@ -95,6 +95,23 @@ pub struct ModelEntry {
     pub created_at: i64,
 }
 
+/// A checkpoint folder's `medpo.json`: what the model is and the folder it was trained from.
+/// `medpo zoo build` writes it; the server reads it when it registers the folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLineage {
+    /// `sft`, `dpo`, `mdpo`, …; none: registered as `sft`.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// The parent's folder name (it is registered under that name).
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+impl ModelLineage {
+    /// The file name inside the checkpoint folder.
+    pub const FILE: &'static str = "medpo.json";
+}
+
 /// What is needed to register a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewModel {

@@ -35,6 +35,8 @@ use medpo_train::lora::TargetModule;
 use medpo_train::negatives::{build_negatives, NegativeKind, NegativeSpec};
 use medpo_train::objective::Objective;
 use medpo_train::pairs::{build_targeted_pairs, TargetedMode};
+use medpo_phantom::text::REPORT_PROMPT;
+use medpo_types::ModelLineage;
 use serde::{Deserialize, Serialize};
 
 pub mod init;
@@ -197,14 +199,6 @@ const VARIANTS: &[Variant] = &[
     Variant { name: "targeted", label: "Targeted (DPO + CoPO, mixed)", loss_type: &[Objective::Sigmoid, Objective::Copo], data: Data::Targeted },
 ];
 
-/// A model's card and lineage, read by the server when it registers the folder.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ZooEntry {
-    pub name: String,
-    pub variant: String,
-    pub parent: Option<String>,
-}
-
 pub fn run(cmd: ZooCommand) -> anyhow::Result<()> {
     match cmd {
         ZooCommand::Build(a) => build(&a),
@@ -232,6 +226,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 /// The folder name of a zoo model.
 fn folder(name: &str) -> String {
     format!("phantom-{name}")
+}
+
+/// The folders of the zoo's models: the SFT model, then each variant.
+pub fn model_folders() -> Vec<String> {
+    std::iter::once("sft").chain(VARIANTS.iter().map(|v| v.name)).map(folder).collect()
 }
 
 const TOWER: &str = "phantom-clip";
@@ -315,9 +314,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
     install(&sft_run, &sft_dir, Some(&format!("../{TOWER}")))?;
 
     if a.sft_only {
-        let bench = VqaBenchmark::load(&phantom.join("vqa_test.jsonl").to_string_lossy(), &phantom)?;
-        let eval_dir = work.join("eval");
-        std::fs::create_dir_all(&eval_dir)?;
+        let (bench, eval_dir) = test_split(&phantom, work)?;
         for (id, blank) in [("phantom-sft", false), ("phantom-sft-blank", true)] {
             let s = evaluate(&sft_dir, id, &bench, &images, &eval_dir, blank, &plan)?;
             let m = |k: &str| s.metric(k).map_or(f64::NAN, |m| 100.0 * m.value);
@@ -367,10 +364,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
 
     // 6. Evaluation.
     step(6, "evaluation on the test split");
-    let bench_path = phantom.join("vqa_test.jsonl");
-    let bench = VqaBenchmark::load(&bench_path.to_string_lossy(), &phantom)?;
-    let eval_dir = work.join("eval");
-    std::fs::create_dir_all(&eval_dir)?;
+    let (bench, eval_dir) = test_split(&phantom, work)?;
     let mut runs: Vec<(String, String, RunSummary)> = Vec::new();
     let sft = evaluate(&sft_dir, "phantom-sft", &bench, &images, &eval_dir, false, &plan)?;
     let blank = evaluate(&sft_dir, "phantom-sft-blank", &bench, &images, &eval_dir, true, &plan)?;
@@ -413,7 +407,7 @@ pub fn build(a: &BuildArgs) -> anyhow::Result<()> {
 fn corpus(phantom: &Path) -> anyhow::Result<Vec<String>> {
     let mut texts = vec![
         "[INST] [/INST]".to_string(),
-        "Describe the findings of this image.".to_string(),
+        REPORT_PROMPT.to_string(),
     ];
     for split in ["train", "val", "test"] {
         for it in medpo_eval::bench::read_vqa(&phantom.join(format!("vqa_{split}.jsonl")))? {
@@ -426,9 +420,6 @@ fn corpus(phantom: &Path) -> anyhow::Result<Vec<String>> {
     }
     Ok(texts)
 }
-
-/// The question asked for a report.
-pub const REPORT_PROMPT: &str = "Describe the findings of this image.";
 
 fn record(id: String, question: &str, answer: &str, image: &str) -> PreferenceRecord {
     PreferenceRecord {
@@ -531,6 +522,15 @@ fn normalise(s: &str) -> String {
     s.trim().trim_end_matches('.').to_lowercase()
 }
 
+/// The preference pairs and where they came from.
+struct Pairs {
+    records: Vec<PreferenceRecord>,
+    /// Wrong answers the SFT model gave on the train questions it was asked.
+    mistakes_found: usize,
+    /// Phantom edit pairs among `records` (the rest are mistakes).
+    edits: usize,
+}
+
 /// The phantom's edit pairs on train scans plus the SFT model's own wrong answers on train
 /// questions (chosen: the truth; rejected: what it said), shuffled and cut to `plan.pairs`.
 fn preference_pairs(
@@ -539,7 +539,7 @@ fn preference_pairs(
     images: &Path,
     plan: &Plan,
     seed: u64,
-) -> anyhow::Result<((Vec<PreferenceRecord>, usize, usize), medpo_models::Model)> {
+) -> anyhow::Result<(Pairs, medpo_models::Model)> {
     let mut edits = data::load(&phantom.join("pairs_train.jsonl"))?;
     let mut items = medpo_eval::bench::read_vqa(&phantom.join("vqa_train.jsonl"))?;
     let mut rng = medpo_phantom::Rng::new(seed ^ 0x9A1E5);
@@ -572,7 +572,7 @@ fn preference_pairs(
     for (i, r) in all.iter_mut().enumerate() {
         r.source = Source { file: "pairs".into(), index: i, line: None };
     }
-    Ok(((all, n_mistakes, n_edits), answerer.into_model()))
+    Ok((Pairs { records: all, mistakes_found: n_mistakes, edits: n_edits }, answerer.into_model()))
 }
 
 struct Datasets {
@@ -599,7 +599,7 @@ fn negatives_and_targeted(
     model: &medpo_models::Model,
     images: &Path,
     data_dir: &Path,
-    (pairs, mistakes_found, edits): (Vec<PreferenceRecord>, usize, usize),
+    Pairs { records: pairs, mistakes_found, edits }: Pairs,
     plan: &Plan,
     seed: u64,
 ) -> anyhow::Result<Datasets> {
@@ -657,6 +657,14 @@ fn negatives_and_targeted(
     })
 }
 
+/// The phantom test split as a benchmark, and the folder its answers go to.
+fn test_split(phantom: &Path, work: &Path) -> anyhow::Result<(VqaBenchmark, PathBuf)> {
+    let bench = VqaBenchmark::load(&phantom.join("vqa_test.jsonl").to_string_lossy(), phantom)?;
+    let eval_dir = work.join("eval");
+    std::fs::create_dir_all(&eval_dir).with_context(|| format!("creating {}", eval_dir.display()))?;
+    Ok((bench, eval_dir))
+}
+
 fn evaluate(
     dir: &Path,
     id: &str,
@@ -692,13 +700,15 @@ fn evaluate(
 /// Writes each model's card (`README.md`) and lineage (`medpo.json`), and the zoo's index.
 fn cards(out: &Path, r: &table::Report) -> anyhow::Result<()> {
     let mut entries = vec![(
-        ZooEntry { name: folder("sft"), variant: "sft".into(), parent: None },
+        folder("sft"),
+        ModelLineage { variant: Some("sft".into()), parent: None },
         "SFT from scratch (every weight, the vision tower included) on the phantom train split".to_string(),
         r.sft,
     )];
     for (v, (_, name, s)) in VARIANTS.iter().zip(r.variants) {
         entries.push((
-            ZooEntry { name: name.clone(), variant: v.name.to_string(), parent: Some(folder("sft")) },
+            name.clone(),
+            ModelLineage { variant: Some(v.name.to_string()), parent: Some(folder("sft")) },
             format!(
                 "{} ({}) as LoRA r 8 on {}, merged",
                 v.label,
@@ -708,11 +718,11 @@ fn cards(out: &Path, r: &table::Report) -> anyhow::Result<()> {
             s,
         ));
     }
-    for (e, how, s) in &entries {
-        let dir = out.join(&e.name);
-        write_json(&dir.join("medpo.json"), e)?;
-        std::fs::write(dir.join("README.md"), r.card(&e.name, how, s))
-            .with_context(|| format!("writing the card of {}", e.name))?;
+    for (name, lineage, how, s) in &entries {
+        let dir = out.join(name);
+        write_json(&dir.join(ModelLineage::FILE), lineage)?;
+        std::fs::write(dir.join("README.md"), r.card(name, how, s))
+            .with_context(|| format!("writing the card of {name}"))?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! open recall, per-category scores, the paired test against SFT) and the model cards.
 
 use medpo_eval::bootstrap_ci::BootstrapConfig;
-use medpo_eval::leaderboard::compare_runs;
+use medpo_eval::leaderboard::{compare_runs, Comparison};
 use medpo_eval::protocol::Protocol;
 use medpo_eval::summary::RunSummary;
 
@@ -91,8 +91,13 @@ pub fn prior_baseline(s: &RunSummary) -> f64 {
 }
 
 impl Report<'_> {
-    fn significance(&self, s: &RunSummary) -> anyhow::Result<String> {
-        let c = compare_runs(s, self.sft, &BootstrapConfig::default(), Protocol::Medpo)?;
+    /// A run against SFT, item by item.
+    fn compare(&self, s: &RunSummary) -> anyhow::Result<Comparison> {
+        Ok(compare_runs(s, self.sft, &BootstrapConfig::default(), Protocol::Medpo)?)
+    }
+
+    /// The two "vs SFT" cells of a row.
+    fn significance(c: &Comparison) -> String {
         let closed = c
             .closed_mcnemar
             .as_ref()
@@ -103,7 +108,7 @@ impl Report<'_> {
             .as_ref()
             .map(|p| format!("{:+.1} (p = {:.3})", 100.0 * p.mean_diff, p.p_value))
             .unwrap_or_else(|| "–".into());
-        Ok(format!("{closed} | {open}"))
+        format!("{closed} | {open}")
     }
 
     fn row(&self, label: &str, id: &str, s: &RunSummary, sig: &str) -> String {
@@ -190,12 +195,12 @@ impl Report<'_> {
         o.push_str(&format!("|{}\n", "---|".repeat(head.len())));
         o.push_str(&self.row("SFT", "phantom-sft", self.sft, "– | –"));
         o.push('\n');
-        for (label, id, s) in self.variants {
-            let sig = self.significance(s)?;
-            o.push_str(&self.row(label, id, s, &sig));
+        let comparisons = self.variants.iter().map(|(_, _, s)| self.compare(s)).collect::<anyhow::Result<Vec<_>>>()?;
+        for ((label, id, s), c) in self.variants.iter().zip(&comparisons) {
+            o.push_str(&self.row(label, id, s, &Self::significance(c)));
             o.push('\n');
         }
-        let blank_sig = self.significance(self.blank)?;
+        let blank_sig = Self::significance(&self.compare(self.blank)?);
         o.push_str(&self.row("SFT, images blanked (control)", "phantom-sft", self.blank, &blank_sig));
         o.push_str("\n\n");
         o.push_str(&format!(
@@ -203,12 +208,12 @@ impl Report<'_> {
              scores {:.1}%: the floor a model that does not look reaches at best.\n\n",
             100.0 * prior_baseline(self.sft)
         ));
-        o.push_str(&self.reading());
+        o.push_str(&self.reading(&comparisons));
         Ok(o)
     }
 
-    /// The honest reading, computed from the numbers.
-    fn reading(&self) -> String {
+    /// The honest reading, computed from the numbers (`comparisons`: each variant against SFT).
+    fn reading(&self, comparisons: &[Comparison]) -> String {
         let acc = |s: &RunSummary| s.metric("closed/accuracy").map(|m| m.value).unwrap_or(f64::NAN);
         let mut o = String::from("## Reading\n\n");
         let (sft, blank) = (acc(self.sft), acc(self.blank));
@@ -222,14 +227,11 @@ impl Report<'_> {
         let mut better = Vec::new();
         let mut worse = Vec::new();
         let mut same = Vec::new();
-        for (label, _, s) in self.variants {
-            let c = compare_runs(s, self.sft, &BootstrapConfig::default(), Protocol::Medpo).ok();
-            let m = c.as_ref().and_then(|c| c.closed_mcnemar.clone());
-            let o = c.as_ref().and_then(|c| c.open_recall.clone());
-            let sig_closed = m.as_ref().is_some_and(|m| m.p_exact < 0.05);
-            let sig_open = o.as_ref().is_some_and(|p| p.p_value < 0.05);
+        for ((label, _, s), c) in self.variants.iter().zip(comparisons) {
+            let sig_closed = c.closed_mcnemar.as_ref().is_some_and(|m| m.p_exact < 0.05);
+            let sig_open = c.open_recall.as_ref().is_some_and(|p| p.p_value < 0.05);
             let d = acc(s) - sft;
-            let od = o.as_ref().map_or(0.0, |p| p.mean_diff);
+            let od = c.open_recall.as_ref().map_or(0.0, |p| p.mean_diff);
             if (sig_closed && d > 0.0) || (sig_open && od > 0.0) {
                 better.push(label.as_str());
             } else if (sig_closed && d < 0.0) || (sig_open && od < 0.0) {
