@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    medpo_models::alloc::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

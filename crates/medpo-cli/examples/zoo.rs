@@ -10,6 +10,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    medpo_models::alloc::retain_freed_memory();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     medpo_cli::zoo::run(Cli::parse().cmd)
 }

@@ -57,6 +57,7 @@ fn full_workload_prompt(path: &std::path::Path) -> Result<Option<Vec<i64>>, Box<
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    medpo_models::alloc::retain_freed_memory();
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: bench MODEL_DIR [--reference JSON] [--runs N] [--new-tokens N] [--batch B]")?);
     let (mut reference, mut runs, mut new_tokens, mut batch) = (None, 10usize, 64usize, 4usize);

@@ -11,7 +11,6 @@
 //! LLaVA splices in the image features.
 
 use candle_core::{DType, Device, Tensor, D};
-use rayon::prelude::*;
 use crate::loader::Linear;
 
 use crate::config::TextConfig;
@@ -107,156 +106,6 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     }
     let (b, n_kv, t, d) = x.dims4()?;
     Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, n_kv * n_rep, t, d))?)
-}
-
-/// Softmax over the last axis of `scale ·` (B, heads, T, T) scores where only `mask[b, i, j]`
-/// entries take part (the others get probability 0; a row with none is uniform, as with a
-/// finite fill value). Its backward, `scale · p ⊙ (g − Σ g ⊙ p)`, needs only the output and is
-/// one pass too ([`MaskedSoftmaxBwd`]). float32 rows use the vectorised kernel of `fused.rs`.
-#[derive(Clone)]
-struct MaskedSoftmax {
-    /// (B, T, T), row-major.
-    mask: std::sync::Arc<Vec<bool>>,
-    heads: usize,
-    t: usize,
-    scale: f64,
-}
-
-impl MaskedSoftmax {
-    fn mask_row(&self, r: usize) -> &[bool] {
-        let (t, i, b) = (self.t, r % self.t, r / (self.t * self.heads));
-        &self.mask[(b * t + i) * t..(b * t + i + 1) * t]
-    }
-
-    fn run_f32(&self, x: &[f32]) -> Vec<f32> {
-        let t = self.t;
-        let scale = self.scale as f32;
-        let isa = crate::gemv::isa();
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each_init(
-            || vec![0f32; t],
-            |tmp, (r, (or, xr))| {
-                for (d, &v) in tmp.iter_mut().zip(xr) {
-                    *d = v * scale;
-                }
-                crate::fused::kernels::softmax_row(isa, tmp, Some(self.mask_row(r)), or);
-            },
-        );
-        out
-    }
-
-    fn run_f64(&self, x: &[f64]) -> Vec<f64> {
-        let t = self.t;
-        let mut out = vec![0f64; x.len()];
-        out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(r, (or, xr))| {
-            let m = self.mask_row(r);
-            let mut max = f64::NEG_INFINITY;
-            for (v, &k) in xr.iter().zip(m) {
-                if k && v * self.scale > max {
-                    max = v * self.scale;
-                }
-            }
-            if max == f64::NEG_INFINITY {
-                or.fill(1.0 / t as f64);
-                return;
-            }
-            let mut sum = 0.0;
-            for ((o, v), &k) in or.iter_mut().zip(xr).zip(m) {
-                if k {
-                    *o = (v * self.scale - max).exp();
-                    sum += *o;
-                }
-            }
-            or.iter_mut().for_each(|o| *o /= sum);
-        });
-        out
-    }
-}
-
-impl candle_core::CustomOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage as C;
-        let (a, z) = l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::msg("masked-softmax: the input must be contiguous"))?;
-        let dims = l.shape().dims();
-        if self.t == 0 {
-            return Err(candle_core::Error::msg("masked-softmax: empty sequence"));
-        }
-        let expected = [dims.first().copied().unwrap_or(0), self.heads, self.t, self.t];
-        if dims != expected || self.mask.len() != expected[0] * self.t * self.t {
-            return Err(candle_core::Error::msg(format!("masked-softmax: unexpected shape {dims:?}")));
-        }
-        let out = match s {
-            C::F32(v) => C::F32(self.run_f32(&v[a..z])),
-            C::F64(v) => C::F64(self.run_f64(&v[a..z])),
-            _ => return Err(candle_core::Error::msg("masked-softmax: f32 or f64 only")),
-        };
-        Ok((out, l.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &MaskedSoftmaxBwd { t: self.t, scale: self.scale })?))
-    }
-}
-
-/// `scale · p ⊙ (g − Σ_row g ⊙ p)` from the softmax output `p` and the incoming gradient `g`.
-struct MaskedSoftmaxBwd {
-    t: usize,
-    scale: f64,
-}
-
-fn softmax_bwd<F>(p: &[F], g: &[F], t: usize, scale: F) -> Vec<F>
-where
-    F: Copy + Send + Sync + Default + std::ops::Mul<Output = F> + std::ops::Sub<Output = F> + std::ops::Add<Output = F>,
-{
-    let mut out = vec![F::default(); p.len()];
-    out.par_chunks_mut(t).zip(p.par_chunks(t).zip(g.par_chunks(t))).for_each(|(o, (p, g))| {
-        let mut s = F::default();
-        for (&pv, &gv) in p.iter().zip(g) {
-            s = s + pv * gv;
-        }
-        for ((o, &pv), &gv) in o.iter_mut().zip(p).zip(g) {
-            *o = scale * pv * (gv - s);
-        }
-    });
-    out
-}
-
-impl candle_core::CustomOp2 for MaskedSoftmaxBwd {
-    fn name(&self) -> &'static str {
-        "masked-softmax-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage as C;
-        let (Some((a1, z1)), Some((a2, z2))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            return Err(candle_core::Error::msg("masked-softmax-bwd: inputs must be contiguous"));
-        };
-        if l1.shape() != l2.shape() {
-            return Err(candle_core::Error::msg("masked-softmax-bwd: output and gradient shapes differ"));
-        }
-        let out = match (s1, s2) {
-            (C::F32(p), C::F32(g)) => C::F32(softmax_bwd(&p[a1..z1], &g[a2..z2], self.t, self.scale as f32)),
-            (C::F64(p), C::F64(g)) => C::F64(softmax_bwd(&p[a1..z1], &g[a2..z2], self.t, self.scale)),
-            _ => return Err(candle_core::Error::msg("masked-softmax-bwd: f32 or f64 only")),
-        };
-        Ok((out, l1.shape().clone()))
-    }
 }
 
 fn rms_norm_fast(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -469,24 +318,39 @@ impl Decoder {
         let (b, t) = self.check_embeds(embeds)?;
         let valid = Self::valid_rows(attention_mask, b, t)?;
         let pos = positions(&valid, &vec![0; b]);
-        let (cos, sin) = self.rope_values(&pos);
+        self.hidden_train_packed(embeds, &pos, allowed_keys(&valid, 0, t))
+    }
+
+    /// The differentiable forward with explicit per-row position ids (B × T) and attention
+    /// pattern: `allowed[(b·T + i)·T + j]` says whether query i of row b sees key j. Packed rows
+    /// use it to hold several sequences that share a prefix (a prompt and each of its answers:
+    /// every answer sees the prompt and itself, with positions continuing the prompt's), so the
+    /// shared prefix is computed once.
+    pub fn hidden_train_packed(&self, embeds: &Tensor, pos: &[Vec<usize>], allowed: Vec<bool>) -> Result<Tensor> {
+        let (b, t) = self.check_embeds(embeds)?;
+        if pos.len() != b || pos.iter().any(|r| r.len() != t) || allowed.len() != b * t * t {
+            return Err(Error::InvalidInput(format!("positions must be ({b}, {t}) and the attention pattern ({b}, {t}, {t})")));
+        }
+        let (cos, sin) = self.rope_values(pos);
         let rope = crate::fused_grad::RopeTables::new(cos, sin, b, t, self.inv_freq.len());
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let eps = self.cfg.rms_norm_eps;
-        // On the CPU, the masked softmax is one op whose backward keeps only its output (the
-        // composite keeps ~5 score-sized tensors per layer, and gradients for the fill values).
-        // Elsewhere: a u8 mask and a finite fill value for `where_cond`.
-        enum Softmax {
-            Fused(MaskedSoftmax),
+        // On the CPU, attention is one op with its own backward (`attention.rs`): no (T × T)
+        // tensor enters the graph. Elsewhere: a u8 mask and a finite fill value for
+        // `where_cond`, and candle's softmax.
+        let scale = 1.0 / (hd as f64).sqrt();
+        let fused = self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64);
+        enum Attn {
+            Fused(std::sync::Arc<Vec<bool>>),
             Composite { mask: Tensor, neg: Tensor },
         }
-        let softmax = if self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64) {
-            Softmax::Fused(MaskedSoftmax { mask: std::sync::Arc::new(allowed_keys(&valid, 0, t)), heads: nh, t, scale: 1.0 / (hd as f64).sqrt() })
+        let attn = if fused {
+            Attn::Fused(std::sync::Arc::new(allowed))
         } else {
-            Softmax::Composite {
-                mask: self.mask(&valid, 0, t)?.broadcast_as((b, nh, t, t))?,
-                neg: Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?,
-            }
+            let m: Vec<u8> = allowed.into_iter().map(u8::from).collect();
+            let mask = Tensor::from_vec(m, (b, 1, t, t), self.device())?.broadcast_as((b, nh, t, t))?;
+            let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?;
+            Attn::Composite { mask, neg }
         };
         let mut x = embeds.to_dtype(self.dtype())?;
         for layer in &self.layers {
@@ -497,17 +361,15 @@ impl Decoder {
             let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let q = crate::fused_grad::rope(&q, &rope)?;
             let k = crate::fused_grad::rope(&k, &rope)?;
-            let k = repeat_kv(k, nh / nkv)?;
-            let v = repeat_kv(v, nh / nkv)?;
-            let probs = match &softmax {
-                // The 1/√d scale is applied inside the op (one pass fewer over the scores).
-                Softmax::Fused(op) => q.matmul(&k.t()?)?.contiguous()?.apply_op1(op.clone())?,
-                Softmax::Composite { mask, neg } => {
-                    let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-                    candle_nn::ops::softmax(&mask.where_cond(&scores, neg)?, D::Minus1)?
+            let att = match &attn {
+                Attn::Fused(allowed) => crate::attention::attention(&q, &k, &v, allowed.clone(), scale)?,
+                Attn::Composite { mask, neg } => {
+                    let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+                    let scores = (q.matmul(&k.t()?)? * scale)?;
+                    let probs = candle_nn::ops::softmax(&mask.where_cond(&scores, neg)?, D::Minus1)?;
+                    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?
                 }
             };
-            let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + a.o_proj.forward(&att)?)?;
             let h = crate::fused_grad::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
@@ -620,43 +482,5 @@ impl Decoder {
             x = (x + m.down_proj.forward(&g)?)?;
         }
         rms_norm_fast(&x, &self.norm, eps)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The fused masked softmax equals `where_cond` + `ops::softmax` in value and gradient,
-    /// padding rows included.
-    #[test]
-    fn masked_softmax_matches_the_composite() {
-        let (b, h, t) = (2, 3, 5);
-        let valid = [vec![true; 5], vec![true, true, true, false, false]];
-        let mut m = Vec::new();
-        let mut mu8 = Vec::new();
-        for row in &valid {
-            for i in 0..t {
-                for (j, &v) in row.iter().enumerate() {
-                    m.push(v && j <= i);
-                    mu8.push(u8::from(v && j <= i));
-                }
-            }
-        }
-        let vals: Vec<f64> = (0..b * h * t * t).map(|k| ((k * 37 % 17) as f64 - 8.0) / 3.0).collect();
-        let x = candle_core::Var::from_vec(vals, (b, h, t, t), &Device::Cpu).unwrap();
-        let w = Tensor::arange(0f64, (b * h * t * t) as f64, &Device::Cpu).unwrap().reshape((b, h, t, t)).unwrap();
-        let op = MaskedSoftmax { mask: std::sync::Arc::new(m), heads: h, t, scale: 0.7 };
-        let fused = x.as_tensor().apply_op1(op).unwrap();
-        let mask = Tensor::from_vec(mu8, (b, 1, t, t), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
-        let neg = Tensor::new(mask_value(DType::F64), &Device::Cpu).unwrap().broadcast_as((b, h, t, t)).unwrap();
-        let plain = candle_nn::ops::softmax(&mask.where_cond(&(x.as_tensor() * 0.7).unwrap(), &neg).unwrap(), D::Minus1).unwrap();
-        let diff = |a: &Tensor, c: &Tensor| {
-            (a - c).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
-        };
-        assert!(diff(&fused, &plain) < 1e-12);
-        let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-10);
     }
 }

@@ -9,6 +9,8 @@
 //! Entry point: [`Model::load`], then [`Model::input`], [`Model::generate`], [`Model::score`],
 //! [`Model::sequence_logprobs`] (differentiable) and [`Model::forward_train`].
 
+pub mod alloc;
+pub mod attention;
 pub mod clip;
 pub mod config;
 pub mod decoder;
@@ -30,7 +32,7 @@ pub mod template;
 pub use config::{Layout, ModelConfig, ResolveOptions};
 pub use error::{Error, Result};
 pub use generate::{GenerateParams, Generation, TokenEvent};
-pub use llava::{EmbeddedBatch, LlavaModel, MultimodalInput, PadSide};
+pub use llava::{EmbeddedBatch, LlavaModel, MultimodalInput, PadSide, VisionCache};
 pub use loader::{Linear, LinearAdapter};
 pub use model::{parse_device, parse_dtype, LoadOptions, Model, RuntimeConfig};
 pub use score::{sequence_logprobs, AnswerSpans, ScoreItem};

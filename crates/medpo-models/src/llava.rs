@@ -50,6 +50,28 @@ pub struct EmbeddedBatch {
     pub offsets: Vec<usize>,
 }
 
+/// Vision-tower outputs kept for the passes of one training step, keyed by pixel tensor: the
+/// policy and reference passes (and every row on one image) then run a *frozen* tower once per
+/// image. Only valid while the tower's weights are frozen and the same in every model it is
+/// passed to (the caller's promise: a LoRA policy and its adapters-off reference, or a fully
+/// tuned policy with a frozen tower and its frozen copy). Build a fresh one per step.
+#[derive(Debug, Default)]
+pub struct VisionCache {
+    hidden: std::collections::HashMap<candle_core::TensorId, Tensor>,
+}
+
+impl VisionCache {
+    /// Images encoded so far.
+    pub fn len(&self) -> usize {
+        self.hidden.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.hidden.is_empty()
+    }
+}
+
 /// LLaVA: vision tower, projector and decoder.
 #[derive(Debug, Clone)]
 pub struct LlavaModel {
@@ -95,7 +117,33 @@ impl LlavaModel {
 
     /// Projected image features, (N, image tokens, hidden).
     pub fn encode_images(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let h = self.vision.forward(pixel_values)?;
+        self.project(self.vision.forward(pixel_values)?)
+    }
+
+    /// Projected features of several pixel tensors, concatenated; the tower output of each is
+    /// taken from (or put into) `cache` by tensor id when one is given.
+    /// `ids`: the caller's tensor ids of `pix` (before any device move).
+    fn encode_many(&self, pix: &[Tensor], ids: &[candle_core::TensorId], cache: Option<&mut VisionCache>) -> Result<Tensor> {
+        let Some(cache) = cache else {
+            return self.encode_images(&Tensor::cat(pix, 0)?);
+        };
+        let missing: Vec<(usize, &Tensor)> =
+            pix.iter().enumerate().filter(|(i, _)| !cache.hidden.contains_key(&ids[*i])).collect();
+        if !missing.is_empty() {
+            let batch: Vec<&Tensor> = missing.iter().map(|(_, p)| *p).collect();
+            let h = self.vision.forward(&Tensor::cat(&batch, 0)?)?.detach();
+            let mut at = 0;
+            for (i, p) in missing {
+                let n = p.dim(0)?;
+                cache.hidden.insert(ids[i], h.narrow(0, at, n)?);
+                at += n;
+            }
+        }
+        let hs: Vec<&Tensor> = ids.iter().map(|id| &cache.hidden[id]).collect();
+        self.project(Tensor::cat(&hs, 0)?)
+    }
+
+    fn project(&self, h: Tensor) -> Result<Tensor> {
         let h = match self.select_feature {
             SelectFeature::Patch => h.narrow(1, 1, h.dim(1)? - 1)?,
             SelectFeature::ClsPatch => h,
@@ -106,12 +154,26 @@ impl LlavaModel {
     /// Splices, pads and stacks a batch. Errors when a row's placeholders and images disagree or
     /// when the expanded row exceeds the context (nothing is ever truncated).
     pub fn embed_batch(&self, inputs: &[MultimodalInput], side: PadSide) -> Result<EmbeddedBatch> {
+        self.embed_rows(inputs, side, None, None)
+    }
+
+    /// [`LlavaModel::embed_batch`] with, per row, the length checked against the context
+    /// (`longest`: a packed row holds several sequences, each shorter than the row; None: the row's
+    /// length) and an optional cache of frozen tower outputs.
+    pub(crate) fn embed_rows(
+        &self,
+        inputs: &[MultimodalInput],
+        side: PadSide,
+        longest: Option<&[usize]>,
+        cache: Option<&mut VisionCache>,
+    ) -> Result<EmbeddedBatch> {
         if inputs.is_empty() {
             return Err(Error::InvalidInput("empty batch".into()));
         }
         // Rows that share one pixel tensor (e.g. the chosen and rejected answers of a preference
         // pair) share its encoding: each distinct tensor is encoded once.
         let mut pix = Vec::new();
+        let mut pix_ids = Vec::new();
         let mut first_image: Vec<usize> = Vec::with_capacity(inputs.len());
         let mut seen: std::collections::HashMap<candle_core::TensorId, usize> = std::collections::HashMap::new();
         let mut n_unique = 0;
@@ -142,15 +204,16 @@ impl LlavaModel {
                 first_image.push(n_unique);
                 n_unique += n;
                 pix.push(p.to_device(self.device())?);
+                pix_ids.push(p.id());
             } else {
                 first_image.push(0);
             }
         }
-        let feats = if pix.is_empty() { None } else { Some(self.encode_images(&Tensor::cat(&pix, 0)?)?) };
+        let feats = if pix.is_empty() { None } else { Some(self.encode_many(&pix, &pix_ids, cache)?) };
         let n_feat = feats.as_ref().map_or(0, |f| f.dim(1).unwrap_or(0));
         let vocab = self.decoder.config().vocab_size as i64;
         let mut rows = Vec::with_capacity(inputs.len());
-        for (inp, &first) in inputs.iter().zip(&first_image) {
+        for (r, (inp, &first)) in inputs.iter().zip(&first_image).enumerate() {
             let mut img_idx = first;
             let mut parts = Vec::new();
             let mut text: Vec<u32> = Vec::new();
@@ -181,7 +244,12 @@ impl LlavaModel {
                 return Err(Error::InvalidInput("empty sequence".into()));
             }
             let row = Tensor::cat(&parts, 0)?;
-            let len = row.dim(0)?;
+            let len = match longest {
+                // The packed row's text ids are its prompt and answers; `longest` counts ids, the
+                // image placeholders among them once each.
+                Some(s) => s[r] + image_tokens - inp.image_count(),
+                None => row.dim(0)?,
+            };
             if len > self.context_len {
                 return Err(Error::ContextOverflow { tokens: len, image_tokens, context: self.context_len });
             }

@@ -323,6 +323,12 @@ impl Model {
         crate::score::score_batch(&self.llava, items)
     }
 
+    /// [`Model::sequence_logprobs`] sharing frozen vision-tower outputs through `cache` with
+    /// other passes of the same step (see [`crate::llava::VisionCache`] for when that is valid).
+    pub fn sequence_logprobs_cached(&self, items: &[ScoreItem], cache: &mut crate::llava::VisionCache) -> Result<Tensor> {
+        crate::score::score_packed(&self.llava, items, Some(cache))
+    }
+
     /// Answer log-prob sums as numbers, on the fast inference path (evaluation, the CLI).
     pub fn score(&self, items: &[ScoreItem]) -> Result<Vec<f64>> {
         crate::score::score_fast(&self.llava, items)

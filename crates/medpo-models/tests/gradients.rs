@@ -151,3 +151,49 @@ fn frozen_linear_gives_the_input_gradient_and_no_weight_gradient() {
         assert!(max_abs_diff(&y, &y2) < 1e-12);
     }
 }
+
+/// Rows that share a prompt and its image are packed into one sequence (the prompt computed
+/// once, each answer attending to it and to itself). The log-probs and every parameter's
+/// gradient equal those of the rows scored one by one, and a frozen-tower cache shared by two
+/// passes changes nothing.
+#[test]
+fn packed_rows_equal_separate_rows_in_value_and_gradient() {
+    let model = load_trainable("llava-med-tiny");
+    let it = item(&model);
+    let other = ScoreItem {
+        prompt: model.input("What does the image show?", Some(&scan())).unwrap(),
+        answer_ids: model.answer_ids("A chest X-ray.").unwrap(),
+    };
+    let short = ScoreItem { prompt: it.prompt.clone(), answer_ids: model.answer_ids("No.").unwrap() };
+    // Rows 0 and 2 share the prompt and the pixel tensor: one packed row with two answers.
+    let items = vec![it.clone(), other.clone(), short.clone()];
+    let w = [1.0, -0.5, 2.0];
+    let packed = model.sequence_logprobs(&items).unwrap();
+    let separate: Vec<Tensor> = items.iter().map(|x| model.sequence_logprobs(std::slice::from_ref(x)).unwrap()).collect();
+    let separate = Tensor::cat(&separate, 0).unwrap();
+    let pv = packed.to_vec1::<f64>().unwrap();
+    let sv = separate.to_vec1::<f64>().unwrap();
+    for i in 0..3 {
+        assert!((pv[i] - sv[i]).abs() < 1e-9, "row {i}: packed {} vs separate {}", pv[i], sv[i]);
+    }
+    let weights = Tensor::new(&w, packed.device()).unwrap();
+    let gp = (&packed * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = (&separate * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let vars = model.varmap().unwrap().data().lock().unwrap().clone();
+    for (k, v) in &vars {
+        let (a, b) = (gp.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        // Absolute floor: some gradients are 0 in exact arithmetic (CLIP's key bias) and only
+        // rounding noise here.
+        assert!(d < 1e-9 * scale + 1e-12, "{k}: packed and separate gradients differ by {d} (max {scale})");
+    }
+    // A cache of tower outputs: the second pass reuses the first's, with the same result.
+    let mut cache = medpo_models::VisionCache::default();
+    let a = model.sequence_logprobs_cached(&items, &mut cache).unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(cache.len(), 2, "two pixel tensors (rows 0 and 2 share one)");
+    let b = model.sequence_logprobs_cached(&items, &mut cache).unwrap().to_vec1::<f64>().unwrap();
+    for i in 0..3 {
+        assert!((a[i] - pv[i]).abs() < 1e-9 && (b[i] - pv[i]).abs() < 1e-9, "row {i}: cached {} {} vs {}", a[i], b[i], pv[i]);
+    }
+}

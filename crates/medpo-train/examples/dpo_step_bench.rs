@@ -15,6 +15,12 @@
 //!
 //! Reference JSON: `target/ref-<model>-rerun*.json` when present (the quiet reruns), else
 //! `target/ref-<model>.json`; override with `MEDPO_REF_TINY` / `MEDPO_REF_MEDIUM`.
+//!
+//! `--objective mdpo`: the medical step instead (DPO + CoPO + anchor, three sequences per pair:
+//! chosen and rejected on the image, chosen on the corrupted image), against
+//! `medical_step_ref.py` beside this file (transformers/PEFT/torch primitives), whose JSON
+//! (`MEDPO_REF_MDPO_TINY` / `MEDPO_REF_MDPO_MEDIUM`, default `target/ref-<model>-mdpo.json`) also
+//! names the folder of the clean and corrupted PNGs it wrote, so both sides read the same pixels.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,15 +75,17 @@ fn model_dir(name: &str) -> PathBuf {
     }
 }
 
-fn reference_json(name: &str) -> Option<serde_json::Value> {
-    let env = if name == "tiny" {
-        "MEDPO_REF_TINY"
-    } else {
-        "MEDPO_REF_MEDIUM"
+fn reference_json(name: &str, objective: &str) -> Option<serde_json::Value> {
+    let env = match (name, objective) {
+        ("tiny", "mdpo") => "MEDPO_REF_MDPO_TINY",
+        (_, "mdpo") => "MEDPO_REF_MDPO_MEDIUM",
+        ("tiny", _) => "MEDPO_REF_TINY",
+        _ => "MEDPO_REF_MEDIUM",
     };
     let t = repo().join("target");
     let candidates: Vec<PathBuf> = match std::env::var_os(env) {
         Some(p) => vec![PathBuf::from(p)],
+        None if objective == "mdpo" => vec![t.join(format!("ref-{name}-mdpo.json"))],
         None => vec![
             t.join(format!("ref-{name}-rerun2.json")),
             t.join(format!("ref-{name}-rerun.json")),
@@ -135,10 +143,19 @@ impl TrainCallback for First {
 }
 
 /// Runs in a child process: prints one JSON line with the timings.
-fn child(name: &str, variant: &str) {
+fn child(name: &str, variant: &str, objective: &str) {
     let dir = model_dir(name);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let imgs = images(&dir, tmp.path());
+    // mdpo: the clean and corrupted PNGs medical_step_ref.py wrote; sigmoid: the transformed scans.
+    let (folder, imgs, corrupt): (PathBuf, Vec<String>, Vec<Option<String>>) = if objective == "mdpo" {
+        let r = reference_json(name, objective).expect("mdpo needs medical_step_ref.py's JSON (see the header)");
+        let files = r["workload"]["images"].as_array().expect("workload.images").clone();
+        let get = |k: &str| files.iter().map(|f| f[k].as_str().expect("file name").to_string()).collect::<Vec<_>>();
+        let corrupt = get("corrupt").into_iter().map(Some).collect();
+        (PathBuf::from(r["image_dir"].as_str().expect("image_dir")), get("image"), corrupt)
+    } else {
+        (tmp.path().into(), images(&dir, tmp.path()), vec![None; 4])
+    };
     let records: Vec<PreferenceRecord> = (0..4)
         .map(|i| PreferenceRecord {
             id: Some(i.to_string()),
@@ -146,7 +163,7 @@ fn child(name: &str, variant: &str) {
             chosen: PAIRS[i].0.into(),
             rejected: PAIRS[i].1.into(),
             image: Some(imgs[i].clone()),
-            rejected_image: None,
+            rejected_image: corrupt[i].clone(),
             weight: None,
             roi: None,
             source: Source::default(),
@@ -169,9 +186,9 @@ fn child(name: &str, variant: &str) {
         Tuning::Full { train_vision_tower: false }
     };
     let spec = PolicySpec {
-        loss: LossConfig::new(Objective::Sigmoid, 0.1),
+        loss: LossConfig::new(if objective == "mdpo" { Objective::Mdpo } else { Objective::Sigmoid }, 0.1),
         max_length: None,
-        image_folder: Some(tmp.path().into()),
+        image_folder: Some(folder),
         seed: 0,
     };
     let t0 = Instant::now();
@@ -215,11 +232,18 @@ fn child(name: &str, variant: &str) {
 }
 
 fn main() {
+    medpo_models::alloc::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
-    if args.len() == 4 && args[1] == "--child" {
-        child(&args[2], &args[3]);
+    if args.len() == 5 && args[1] == "--child" {
+        child(&args[2], &args[3], &args[4]);
         return;
     }
+    let objective = match args.iter().position(|a| a == "--objective") {
+        Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
+        None => "sigmoid".into(),
+    };
+    assert!(matches!(objective.as_str(), "sigmoid" | "mdpo"), "--objective sigmoid|mdpo");
+    let key = if objective == "mdpo" { "mdpo" } else { "dpo" };
     let exe = std::env::current_exe().expect("current exe");
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
     println!(
@@ -232,10 +256,10 @@ fn main() {
             eprintln!("{name}: {} not found, skipped", model_dir(name).display());
             continue;
         }
-        let reference = reference_json(name);
+        let reference = reference_json(name, &objective);
         for variant in ["full", "lora"] {
             let out = Command::new(&exe)
-                .args(["--child", name, variant])
+                .args(["--child", name, variant, &objective])
                 .env("RAYON_NUM_THREADS", &threads)
                 .output()
                 .expect("spawn child");
@@ -250,7 +274,7 @@ fn main() {
             let ours: serde_json::Value = serde_json::from_str(line.trim()).expect("child JSON");
             let r = reference
                 .as_ref()
-                .map(|j| j["results"][format!("dpo_{variant}")].clone());
+                .map(|j| j["results"][format!("{key}_{variant}")].clone());
             let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             let (ms, mr) = (num(&ours, "median_s"), num(&ours, "peak_rss_mib"));
             let (ts, tr, tp) = match &r {

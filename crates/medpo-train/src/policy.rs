@@ -125,6 +125,9 @@ pub struct VlmPolicy {
     max_length: usize,
     image_folder: Option<PathBuf>,
     images: HashMap<String, Tensor>,
+    /// No vision-tower weight is trained: the policy and reference passes of a step share
+    /// the tower's outputs (one tower pass per distinct image and step).
+    tower_frozen: bool,
 }
 
 impl VlmPolicy {
@@ -207,7 +210,10 @@ impl VlmPolicy {
             ..
         } = spec;
         loss.validate()?;
+        let vision = &model.config.weights.vision;
+        let tower_frozen = !vars.iter().any(|(k, _)| k.starts_with(vision.as_str()));
         let mut p = VlmPolicy {
+            tower_frozen,
             max_length: max_length.unwrap_or(model.llava.context_len()),
             model,
             lora,
@@ -383,16 +389,22 @@ impl VlmPolicy {
         if let Some(l) = &self.lora {
             l.set_training(training);
         }
-        let pol = self.model.sequence_logprobs(&rows)?;
+        // Rows on one image with one prompt are packed (the prompt computed once), and a
+        // frozen tower runs once per image for both passes. The cache lives for this step only.
+        let mut tower = medpo_models::VisionCache::default();
+        let mut logps = |m: &Model| -> Result<Tensor> {
+            Ok(if self.tower_frozen { m.sequence_logprobs_cached(&rows, &mut tower)? } else { m.sequence_logprobs(&rows)? })
+        };
+        let pol = logps(&self.model)?;
         let reference = if self.needs.reference {
             let r = match (&self.lora, &self.frozen) {
                 (Some(l), _) => {
                     l.set_training(false);
-                    let r = l.reference(|| self.model.sequence_logprobs(&rows));
+                    let r = l.reference(|| logps(&self.model));
                     l.set_training(true);
                     r?
                 }
-                (None, Some(f)) => f.sequence_logprobs(&rows)?,
+                (None, Some(f)) => logps(f)?,
                 (None, None) => {
                     return Err(Error::Config {
                         key: "loss_type",
