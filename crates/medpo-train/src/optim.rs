@@ -52,7 +52,7 @@ impl GradAccumulator {
     pub fn add(&mut self, grads: &GradStore, scale: f64) -> Result<()> {
         for ((_, v), s) in self.vars.iter().zip(self.sums.iter_mut()) {
             if let Some(g) = grads.get(v.as_tensor()) {
-                let g = (g * scale)?;
+                let g = if scale == 1.0 { g.clone() } else { (g * scale)? };
                 *s = Some(match s.take() {
                     None => g,
                     Some(acc) => (acc + g)?,
@@ -66,11 +66,10 @@ impl GradAccumulator {
     pub fn global_norm(&self) -> Result<f64> {
         let mut sq = 0.0;
         for g in self.sums.iter().flatten() {
-            sq += g
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+            sq += match fused::sum_sq(g) {
+                Some(x) => x,
+                None => g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?,
+            };
         }
         Ok(sq.sqrt())
     }
@@ -89,6 +88,13 @@ impl GradAccumulator {
             }
         }
         Ok(norm)
+    }
+
+    /// The global norm and the clipping coefficient (≤ 1) [`GradAccumulator::clip`] would
+    /// apply, without scaling anything: [`AdamW::step_scaled`] folds it into its update.
+    pub fn clip_coefficient(&self, max_norm: f64) -> Result<(f64, f64)> {
+        let norm = self.global_norm()?;
+        Ok((norm, (max_norm / (norm + 1e-6)).min(1.0)))
     }
 
     /// The accumulated gradient of each var (`None` where none arrived), and a reset.
@@ -125,6 +131,19 @@ impl AdamW {
 
     /// One update with learning rate `lr`; `grads[i]` belongs to `vars()[i]`.
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.step_scaled(grads, 1.0, lr)
+    }
+
+    /// [`AdamW::step`] on `grad_scale ×` the gradients (the clipping coefficient of
+    /// [`GradAccumulator::clip_coefficient`], applied on the fly).
+    pub fn step_scaled(&mut self, grads: &[Option<Tensor>], grad_scale: f64, lr: f64) -> Result<()> {
+        self.step_with(grads, grad_scale, lr, true)
+    }
+
+    /// `fused`: float32/float64 CPU parameters are updated in place in three passes (first
+    /// moment, second moment, parameter), without temporaries; otherwise (and on other
+    /// devices) with candle ops. Both compute PyTorch's update.
+    fn step_with(&mut self, grads: &[Option<Tensor>], grad_scale: f64, lr: f64, fused: bool) -> Result<()> {
         let AdamWConfig {
             adam_beta1: b1,
             adam_beta2: b2,
@@ -136,6 +155,27 @@ impl AdamW {
             let g = g.to_dtype(var.dtype())?;
             self.steps[i] += 1;
             let t = self.steps[i] as i32;
+            let bc1 = 1.0 - b1.powi(t);
+            let bc2 = 1.0 - b2.powi(t);
+            let p = var.as_tensor();
+            if fused && fused::applies(p, &g) {
+                let m = match &self.exp_avg[i] {
+                    Some(m) => m.clone(),
+                    None => p.zeros_like()?,
+                };
+                let v = match &self.exp_avg_sq[i] {
+                    Some(v) => v.clone(),
+                    None => p.zeros_like()?,
+                };
+                let up = fused::Moments { b1, b2, grad_scale };
+                m.inplace_op2(&g, &fused::Moment { up, second: false })?;
+                v.inplace_op2(&g, &fused::Moment { up, second: true })?;
+                p.inplace_op3(&m, &v, &fused::Apply { lr, wd, bc1, bc2, eps })?;
+                self.exp_avg[i] = Some(m);
+                self.exp_avg_sq[i] = Some(v);
+                continue;
+            }
+            let g = if grad_scale == 1.0 { g } else { (g * grad_scale)? };
             let m = match &self.exp_avg[i] {
                 None => (&g * (1.0 - b1))?,
                 Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
@@ -144,9 +184,7 @@ impl AdamW {
                 None => (g.sqr()? * (1.0 - b2))?,
                 Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
             };
-            let bc1 = 1.0 - b1.powi(t);
-            let bc2 = 1.0 - b2.powi(t);
-            let p = (var.as_tensor() * (1.0 - lr * wd))?;
+            let p = (p * (1.0 - lr * wd))?;
             let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
             let p = (p - ((&m / denom)? * (lr / bc1))?)?;
             var.set(&p)?;
@@ -156,7 +194,9 @@ impl AdamW {
         Ok(())
     }
 
-    /// Moments as named tensors (`exp_avg.<var>`, `exp_avg_sq.<var>`) and step counts.
+    /// Moments as named tensors (`exp_avg.<var>`, `exp_avg_sq.<var>`) and step counts. The
+    /// tensors share the optimizer's buffers, which the next step updates in place: write them
+    /// out (as checkpoints do) or copy them before stepping again.
     pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, HashMap<String, u64>) {
         let mut t = Vec::new();
         let mut steps = HashMap::new();
@@ -181,7 +221,8 @@ impl AdamW {
                 path: "optimizer".into(),
                 message: format!("no step count for `{name}`"),
             })?;
-            let get = |k: String| tensors.get(&k).map(|t| t.to_dtype(var.dtype())).transpose();
+            // Own copies (updated in place from now on; the caller's tensors stay as they are).
+            let get = |k: String| tensors.get(&k).map(|t| t.to_dtype(var.dtype())?.copy()).transpose();
             self.exp_avg[i] = get(format!("exp_avg.{name}"))?;
             self.exp_avg_sq[i] = get(format!("exp_avg_sq.{name}"))?;
             if self.steps[i] > 0 && (self.exp_avg[i].is_none() || self.exp_avg_sq[i].is_none()) {
@@ -192,6 +233,149 @@ impl AdamW {
             }
         }
         Ok(())
+    }
+}
+
+/// In-place CPU kernels of the optimizer (one pass each, no temporaries) and the squared norm.
+mod fused {
+    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Storage, Tensor};
+    use num_traits::Float;
+    use rayon::prelude::*;
+
+    const CHUNK: usize = 1 << 16;
+
+    /// Whether the in-place update runs on `p` with gradient `g`.
+    pub fn applies(p: &Tensor, g: &Tensor) -> bool {
+        p.device().is_cpu()
+            && matches!(p.dtype(), DType::F32 | DType::F64)
+            && g.dtype() == p.dtype()
+            && p.is_contiguous()
+            && g.is_contiguous()
+            && p.shape() == g.shape()
+    }
+
+    /// Σ x² in float64 of a contiguous float32/float64 CPU tensor (None: another kind).
+    pub fn sum_sq(x: &Tensor) -> Option<f64> {
+        if !x.device().is_cpu() {
+            return None;
+        }
+        let (s, l) = x.storage_and_layout();
+        let (a, z) = l.contiguous_offsets()?;
+        fn go<F: Float + Sync>(v: &[F]) -> f64 {
+            v.par_chunks(CHUNK)
+                .map(|c| c.iter().map(|&x| x.to_f64().unwrap_or(f64::NAN).powi(2)).sum::<f64>())
+                .sum()
+        }
+        match &*s {
+            Storage::Cpu(CpuStorage::F32(v)) => Some(go(&v[a..z])),
+            Storage::Cpu(CpuStorage::F64(v)) => Some(go(&v[a..z])),
+            _ => None,
+        }
+    }
+
+    fn slices<'a, F>(v: &'a [F], l: &Layout) -> candle_core::Result<&'a [F]> {
+        let (a, z) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("adamw: tensors must be contiguous"))?;
+        Ok(&v[a..z])
+    }
+
+    fn slices_mut<'a, F>(v: &'a mut [F], l: &Layout) -> candle_core::Result<&'a mut [F]> {
+        let (a, z) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("adamw: tensors must be contiguous"))?;
+        Ok(&mut v[a..z])
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Moments {
+        pub b1: f64,
+        pub b2: f64,
+        pub grad_scale: f64,
+    }
+
+    /// m ← β₁·m + (1 − β₁)·s·g, or v ← β₂·v + (1 − β₂)·(s·g)².
+    pub struct Moment {
+        pub up: Moments,
+        pub second: bool,
+    }
+
+    impl Moment {
+        fn run<F: Float + Send + Sync>(&self, dst: &mut [F], g: &[F]) {
+            let c = |x: f64| F::from(x).unwrap_or(F::nan());
+            let s = c(self.up.grad_scale);
+            let (b, nb) = if self.second { (c(self.up.b2), c(1.0 - self.up.b2)) } else { (c(self.up.b1), c(1.0 - self.up.b1)) };
+            let second = self.second;
+            dst.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(d, g)| {
+                for (d, &g) in d.iter_mut().zip(g) {
+                    let g = g * s;
+                    *d = *d * b + nb * if second { g * g } else { g };
+                }
+            });
+        }
+    }
+
+    impl InplaceOp2 for Moment {
+        fn name(&self) -> &'static str {
+            "medpo-adamw-moment"
+        }
+
+        fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+            match (dst, g) {
+                (CpuStorage::F32(d), CpuStorage::F32(g)) => self.run(slices_mut(d, dst_l)?, slices(g, gl)?),
+                (CpuStorage::F64(d), CpuStorage::F64(g)) => self.run(slices_mut(d, dst_l)?, slices(g, gl)?),
+                _ => return Err(candle_core::Error::msg("adamw: float32 or float64, all alike")),
+            }
+            Ok(())
+        }
+    }
+
+    /// p ← p·(1 − lr·wd) − (lr/bc₁)·m / (√v/√bc₂ + ε), PyTorch's order of operations.
+    pub struct Apply {
+        pub lr: f64,
+        pub wd: f64,
+        pub bc1: f64,
+        pub bc2: f64,
+        pub eps: f64,
+    }
+
+    impl Apply {
+        fn run<F: Float + Send + Sync>(&self, p: &mut [F], m: &[F], v: &[F]) {
+            let c = |x: f64| F::from(x).unwrap_or(F::nan());
+            let (decay, step, sbc2, eps) = (c(1.0 - self.lr * self.wd), c(self.lr / self.bc1), c(self.bc2.sqrt()), c(self.eps));
+            p.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK))).for_each(|(p, (m, v))| {
+                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                    *p = *p * decay - m / (v.sqrt() / sbc2 + eps) * step;
+                }
+            });
+        }
+    }
+
+    impl InplaceOp3 for Apply {
+        fn name(&self) -> &'static str {
+            "medpo-adamw-apply"
+        }
+
+        fn cpu_fwd(
+            &self,
+            dst: &mut CpuStorage,
+            dst_l: &Layout,
+            m: &CpuStorage,
+            ml: &Layout,
+            v: &CpuStorage,
+            vl: &Layout,
+        ) -> candle_core::Result<()> {
+            match (dst, m, v) {
+                (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v)) => {
+                    self.run(slices_mut(p, dst_l)?, slices(m, ml)?, slices(v, vl)?)
+                }
+                (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v)) => {
+                    self.run(slices_mut(p, dst_l)?, slices(m, ml)?, slices(v, vl)?)
+                }
+                _ => return Err(candle_core::Error::msg("adamw: float32 or float64, all alike")),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -226,6 +410,32 @@ mod tests {
         let g = acc.take();
         assert!(g.iter().all(Option::is_some));
         assert!(acc.take().iter().all(Option::is_none));
+    }
+
+    /// The in-place CPU update equals the candle-op one (float32, with a gradient scale and
+    /// weight decay, over three steps), and the fast squared norm equals the composite.
+    #[test]
+    fn fused_step_equals_the_composite() {
+        let n = 1000;
+        let init: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let make = || Var::from_vec(init.clone(), n, &Device::Cpu).unwrap();
+        let (a, b) = (make(), make());
+        let cfg = AdamWConfig { weight_decay: 0.01, ..Default::default() };
+        let mut oa = AdamW::new(vec![("p".into(), a.clone())], cfg);
+        let mut ob = AdamW::new(vec![("p".into(), b.clone())], cfg);
+        for step in 0..3 {
+            let g: Vec<f32> = (0..n).map(|i| (((i + step) * 53 % 97) as f32 - 48.0) / 30.0).collect();
+            let g = Tensor::from_vec(g, n, &Device::Cpu).unwrap();
+            oa.step_with(&[Some(g.clone())], 0.7, 1e-2, true).unwrap();
+            ob.step_with(&[Some(g)], 0.7, 1e-2, false).unwrap();
+        }
+        let (x, y) = (a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap());
+        for i in 0..n {
+            assert!((x[i] - y[i]).abs() <= 1e-6 * (1.0 + y[i].abs()), "{i}: {} vs {}", x[i], y[i]);
+        }
+        let want = a.as_tensor().to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let got = fused::sum_sq(a.as_tensor()).unwrap();
+        assert!((got - want).abs() < 1e-9 * want);
     }
 
     /// Two steps of torch.optim.AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)

@@ -288,9 +288,11 @@ impl Trainer {
                 grads.add(&out.loss.backward()?, 1.0 / accum as f64)?;
                 acc.add(&out.metrics()?);
             }
-            let norm = grads.clip(self.args.max_grad_norm)?;
+            // The clipping coefficient is applied inside the optimizer's update (one pass less
+            // over every gradient).
+            let (norm, coef) = grads.clip_coefficient(self.args.max_grad_norm)?;
             let lr = self.schedule.lr(step);
-            self.opt.step(&grads.take(), lr)?;
+            self.opt.step_scaled(&grads.take(), coef, lr)?;
             self.global_step += 1;
             done += 1;
             let mut m = acc.take();
