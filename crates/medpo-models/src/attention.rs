@@ -35,10 +35,15 @@ trait AttnFloat: Float + Send + Sync + 'static {
 
 impl AttnFloat for f32 {
     fn softmax_row(x: &mut [f32], allowed: &[bool], scale: f32, tmp: &mut [f32]) {
-        for (t, &v) in tmp.iter_mut().zip(x.iter()) {
+        // Keys after the last allowed one (the future, in a causal row) get 0 without an exp.
+        let n = allowed.iter().rposition(|&a| a).map_or(x.len(), |p| p + 1);
+        for (t, &v) in tmp[..n].iter_mut().zip(x.iter()) {
             *t = v * scale;
         }
-        crate::fused::kernels::softmax_row(crate::gemv::isa(), tmp, Some(allowed), x);
+        if n < x.len() {
+            x[n..].fill(0.0);
+        }
+        crate::fused::kernels::softmax_row(crate::gemv::isa(), &tmp[..n], Some(&allowed[..n]), &mut x[..n]);
     }
 }
 
