@@ -32,6 +32,11 @@ fn check_against_cpu(device: &Device, dtype: DType, tol: f64) {
     let p = GenerateParams { max_new_tokens: 4, stop_at_eos: false, ..Default::default() };
     let out = dev.generate(&[dev.input(&q, Some(&scan())).unwrap()], &p, &mut |_| {}).unwrap();
     assert_eq!(out[0].ids.len(), 4);
+    if dtype == DType::F32 {
+        // Greedy ids are the CPU's in float32.
+        let want = cpu.generate(&[cpu.input(&q, Some(&scan())).unwrap()], &p, &mut |_| {}).unwrap();
+        assert_eq!(out[0].ids, want[0].ids, "greedy ids on {device:?} vs CPU");
+    }
 }
 
 #[test]
