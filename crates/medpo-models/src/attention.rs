@@ -81,6 +81,9 @@ struct Dims {
     b: usize,
     h: usize,
     kv: usize,
+    /// Queries per row (≤ `t`: the last layer may run only the positions that are read).
+    tq: usize,
+    /// Keys per row.
     t: usize,
     d: usize,
 }
@@ -128,36 +131,36 @@ unsafe fn mm<F: Copy + 'static>(
     );
 }
 
-/// P = softmax(scale · Q_h Kᵀ) for one (batch, head) into `p` (T × T).
+/// P = softmax(scale · Q_h Kᵀ) for one (batch, head) into `p` (Tq × T).
 fn probs<F: AttnFloat>(q: &[F], k: &[F], mask: &[bool], dims: &Dims, scale: F, p: &mut [F], tmp: &mut [F]) {
-    let (t, d) = (dims.t, dims.d);
-    // SAFETY: q and k are T × D row-major, p is T × T.
-    unsafe { mm(t, t, d, p.as_mut_ptr(), t, false, q.as_ptr(), (d, 1), k.as_ptr(), (1, d), F::one(), F::zero()) };
+    let (tq, t, d) = (dims.tq, dims.t, dims.d);
+    // SAFETY: q is Tq × D and k T × D row-major, p is Tq × T.
+    unsafe { mm(tq, t, d, p.as_mut_ptr(), t, false, q.as_ptr(), (d, 1), k.as_ptr(), (1, d), F::one(), F::zero()) };
     for (i, row) in p.chunks_mut(t).enumerate() {
         F::softmax_row(row, &mask[i * t..(i + 1) * t], scale, tmp);
     }
 }
 
 fn forward<F: AttnFloat>(q: &[F], k: &[F], v: &[F], mask: &[bool], dims: &Dims, scale: F) -> Vec<F> {
-    let Dims { b, h, kv, t, d } = dims.clone();
+    let Dims { b, h, kv, tq, t, d } = dims.clone();
     let rep = h / kv;
-    let mut out = vec![F::zero(); b * t * h * d];
+    let mut out = vec![F::zero(); b * tq * h * d];
     let o = Out(out.as_mut_ptr());
     (0..b * h).into_par_iter().for_each_init(
-        || (vec![F::zero(); t * t], vec![F::zero(); t]),
+        || (vec![F::zero(); tq * t], vec![F::zero(); t]),
         |(p, tmp), bh| {
             let o = o;
             let (bi, hi) = (bh / h, bh % h);
             let g = bi * kv + hi / rep;
-            let qh = &q[bh * t * d..(bh + 1) * t * d];
+            let qh = &q[bh * tq * d..(bh + 1) * tq * d];
             let kh = &k[g * t * d..(g + 1) * t * d];
             let vh = &v[g * t * d..(g + 1) * t * d];
-            probs(qh, kh, &mask[bi * t * t..(bi + 1) * t * t], dims, scale, p, tmp);
+            probs(qh, kh, &mask[bi * tq * t..(bi + 1) * tq * t], dims, scale, p, tmp);
             // O[bi, i, hi, :] = P · V: rows of the output are H·D apart.
             // SAFETY: this task alone writes head `hi` of row `bi`.
             unsafe {
-                let dst = o.0.add((bi * t * h + hi) * d);
-                mm(t, d, t, dst, h * d, false, p.as_ptr(), (t, 1), vh.as_ptr(), (d, 1), F::one(), F::zero());
+                let dst = o.0.add((bi * tq * h + hi) * d);
+                mm(tq, d, t, dst, h * d, false, p.as_ptr(), (t, 1), vh.as_ptr(), (d, 1), F::one(), F::zero());
             }
         },
     );
@@ -176,38 +179,38 @@ fn backward<F: AttnFloat>(
     dims: &Dims,
     scale: F,
 ) -> (Vec<F>, Vec<F>, Vec<F>) {
-    let Dims { b, h, kv, t, d } = dims.clone();
+    let Dims { b, h, kv, tq, t, d } = dims.clone();
     let rep = h / kv;
-    let mut dq = vec![F::zero(); b * h * t * d];
+    let mut dq = vec![F::zero(); b * h * tq * d];
     let mut dk = vec![F::zero(); b * kv * t * d];
     let mut dv = vec![F::zero(); b * kv * t * d];
     let (pq, pk, pv) = (Out(dq.as_mut_ptr()), Out(dk.as_mut_ptr()), Out(dv.as_mut_ptr()));
     (0..b * kv).into_par_iter().for_each_init(
-        || (vec![F::zero(); t * t], vec![F::zero(); t * t], vec![F::zero(); t], vec![F::zero(); t]),
+        || (vec![F::zero(); tq * t], vec![F::zero(); tq * t], vec![F::zero(); t], vec![F::zero(); tq]),
         |(p, ds, tmp, rowdot), bg| {
             let (pq, pk, pv) = (pq, pk, pv);
             let bi = bg / kv;
             let kg = &k[bg * t * d..(bg + 1) * t * d];
             let vg = &v[bg * t * d..(bg + 1) * t * d];
-            let m = &mask[bi * t * t..(bi + 1) * t * t];
+            let m = &mask[bi * tq * t..(bi + 1) * tq * t];
             for r in 0..rep {
                 let hi = (bg % kv) * rep + r;
                 let bh = bi * h + hi;
-                let qh = &q[bh * t * d..(bh + 1) * t * d];
+                let qh = &q[bh * tq * d..(bh + 1) * tq * d];
                 probs(qh, kg, m, dims, scale, p, tmp);
                 // dO and O of this head: rows H·D apart, starting at head `hi` of row `bi`.
-                let at = (bi * t * h + hi) * d;
+                let at = (bi * tq * h + hi) * d;
                 let (go, oo) = (&g[at..], &o[at..]);
                 // SAFETY: this task alone writes KV group `bg` of dk/dv and the heads of that
                 // group in dq; all matrices are addressed within their buffers.
                 unsafe {
                     // dV += Pᵀ · dO
                     let dvg = pv.0.add(bg * t * d);
-                    mm(t, d, t, dvg, d, r > 0, p.as_ptr(), (1, t), go.as_ptr(), (h * d, 1), F::one(), F::zero());
+                    mm(t, d, tq, dvg, d, r > 0, p.as_ptr(), (1, t), go.as_ptr(), (h * d, 1), F::one(), F::zero());
                     // dP = dO · Vᵀ
-                    mm(t, t, d, ds.as_mut_ptr(), t, false, go.as_ptr(), (h * d, 1), vg.as_ptr(), (1, d), F::one(), F::zero());
+                    mm(tq, t, d, ds.as_mut_ptr(), t, false, go.as_ptr(), (h * d, 1), vg.as_ptr(), (1, d), F::one(), F::zero());
                 }
-                for i in 0..t {
+                for i in 0..tq {
                     let mut s = F::zero();
                     for c in 0..d {
                         s = s + go[i * h * d + c] * oo[i * h * d + c];
@@ -227,11 +230,11 @@ fn backward<F: AttnFloat>(
                 }
                 unsafe {
                     // dQ_h = dS · K
-                    let dqh = pq.0.add(bh * t * d);
-                    mm(t, d, t, dqh, d, false, ds.as_ptr(), (t, 1), kg.as_ptr(), (d, 1), F::one(), F::zero());
+                    let dqh = pq.0.add(bh * tq * d);
+                    mm(tq, d, t, dqh, d, false, ds.as_ptr(), (t, 1), kg.as_ptr(), (d, 1), F::one(), F::zero());
                     // dK += dSᵀ · Q_h
                     let dkg = pk.0.add(bg * t * d);
-                    mm(t, d, t, dkg, d, r > 0, ds.as_ptr(), (1, t), qh.as_ptr(), (d, 1), F::one(), F::zero());
+                    mm(t, d, tq, dkg, d, r > 0, ds.as_ptr(), (1, t), qh.as_ptr(), (d, 1), F::one(), F::zero());
                 }
             }
         },
@@ -247,11 +250,11 @@ struct FusedAttention {
 
 impl FusedAttention {
     fn check(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<()> {
-        let Dims { b, h, kv, t, d } = self.dims;
-        let ok = l1.shape().dims() == [b, h, t, d]
+        let Dims { b, h, kv, tq, t, d } = self.dims;
+        let ok = l1.shape().dims() == [b, h, tq, d]
             && l2.shape().dims() == [b, kv, t, d]
             && l3.shape().dims() == [b, kv, t, d]
-            && self.mask.len() == b * t * t;
+            && self.mask.len() == b * tq * t;
         if ok {
             Ok(())
         } else {
@@ -284,7 +287,7 @@ impl CustomOp3 for FusedAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.check(l1, l2, l3)?;
-        let Dims { b, h, t, d, .. } = self.dims;
+        let Dims { b, h, tq, d, .. } = self.dims;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => CpuStorage::F32(forward(
                 slice(q, l1)?,
@@ -304,7 +307,7 @@ impl CustomOp3 for FusedAttention {
             )),
             _ => return Err(candle_core::Error::msg("fused attention: float32 or float64, all alike")),
         };
-        Ok((out, Shape::from((b, t, h * d))))
+        Ok((out, Shape::from((b, tq, h * d))))
     }
 
     fn bwd(
@@ -322,7 +325,7 @@ impl CustomOp3 for FusedAttention {
         let (so, lo) = res.storage_and_layout();
         let (sg, lg) = grad.storage_and_layout();
         let dev = q.device();
-        let Dims { b, h, kv, t, d } = self.dims;
+        let Dims { b, h, kv, tq, t, d } = self.dims;
         let (dq, dk, dv) = match (&*sq, &*sk, &*sv, &*so, &*sg) {
             (
                 Storage::Cpu(CpuStorage::F32(q)),
@@ -342,7 +345,7 @@ impl CustomOp3 for FusedAttention {
                     self.scale as f32,
                 );
                 (
-                    Tensor::from_vec(a, (b, h, t, d), dev)?,
+                    Tensor::from_vec(a, (b, h, tq, d), dev)?,
                     Tensor::from_vec(bb, (b, kv, t, d), dev)?,
                     Tensor::from_vec(c, (b, kv, t, d), dev)?,
                 )
@@ -365,7 +368,7 @@ impl CustomOp3 for FusedAttention {
                     self.scale,
                 );
                 (
-                    Tensor::from_vec(a, (b, h, t, d), dev)?,
+                    Tensor::from_vec(a, (b, h, tq, d), dev)?,
                     Tensor::from_vec(bb, (b, kv, t, d), dev)?,
                     Tensor::from_vec(c, (b, kv, t, d), dev)?,
                 )
@@ -384,16 +387,18 @@ pub fn supported(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
         && [q, k, v].iter().all(|x| x.device().is_cpu() && x.dtype() == dt)
 }
 
-/// Masked attention, differentiable in q, k and v: q (B, H, T, D), k and v (B, KV, T, D) with H
-/// a multiple of KV; `allowed` (B, T, T) row-major; the scores are scaled by `scale` before the
-/// softmax. Returns (B, T, H·D). CPU float32/float64 only ([`supported`]).
+/// Masked attention, differentiable in q, k and v: q (B, H, Tq, D), k and v (B, KV, T, D) with H
+/// a multiple of KV; `allowed` (B, Tq, T) row-major (query i of row b sees key j); the scores
+/// are scaled by `scale` before the softmax. Returns (B, Tq, H·D). Tq = T for a full layer;
+/// fewer queries (whose positions the caller chose, and whose mask rows are theirs) for a
+/// layer that only some positions are read from. CPU float32/float64 only ([`supported`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Arc<Vec<bool>>, scale: f64) -> Result<Tensor> {
-    let (b, h, t, d) = q.dims4()?;
-    let kv = k.dim(1)?;
+    let (b, h, tq, d) = q.dims4()?;
+    let (kv, t) = (k.dim(1)?, k.dim(2)?);
     if kv == 0 || h % kv != 0 {
         return Err(Error::InvalidInput(format!("{h} query heads cannot share {kv} key/value heads")));
     }
-    let op = FusedAttention { mask: allowed, dims: Dims { b, h, kv, t, d }, scale };
+    let op = FusedAttention { mask: allowed, dims: Dims { b, h, kv, tq, t, d }, scale };
     Ok(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
 }
 
@@ -420,6 +425,61 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// A query subset (the last layer reading a few positions) equals those rows of the full
+    /// op, and its gradients equal the full op's when only those rows carry a loss.
+    #[test]
+    fn a_query_subset_equals_those_rows() {
+        let (b, h, kv, t, d) = (2, 4, 2, 9, 3);
+        let rows = [[2usize, 5, 8], [0, 4, 4]];
+        let dev = Device::Cpu;
+        let mk = |n: usize, s: f64| (0..n).map(|i| ((i * 7919 % 23) as f64 - 11.0) * s).collect::<Vec<f64>>();
+        let q = Var::from_vec(mk(b * h * t * d, 0.09), (b, h, t, d), &dev).unwrap();
+        let k = Var::from_vec(mk(b * kv * t * d, 0.07), (b, kv, t, d), &dev).unwrap();
+        let v = Var::from_vec(mk(b * kv * t * d, 0.11), (b, kv, t, d), &dev).unwrap();
+        let mut allowed = Vec::new();
+        for _ in 0..b {
+            for i in 0..t {
+                for j in 0..t {
+                    allowed.push(j <= i);
+                }
+            }
+        }
+        let full = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), Arc::new(allowed.clone()), 0.5).unwrap();
+        // The subset: q rows gathered, mask rows gathered.
+        let mut sub_mask = Vec::new();
+        let mut qs = Vec::new();
+        for (bi, r) in rows.iter().enumerate() {
+            for &i in r {
+                sub_mask.extend_from_slice(&allowed[(bi * t + i) * t..(bi * t + i + 1) * t]);
+            }
+            let idx = Tensor::new(&[r[0] as u32, r[1] as u32, r[2] as u32], &dev).unwrap();
+            qs.push(q.as_tensor().get(bi).unwrap().index_select(&idx, 1).unwrap());
+        }
+        let qsub = Tensor::stack(&qs, 0).unwrap();
+        let sub = attention(&qsub, k.as_tensor(), v.as_tensor(), Arc::new(sub_mask), 0.5).unwrap();
+        // Loss weights: the subset's rows in the full output, a row counted as often as it is read.
+        let mut wf = vec![0f64; b * t * h * d];
+        let ws: Vec<f64> = (0..b * 3 * h * d).map(|i| ((i % 7) as f64 - 3.0) / 3.0).collect();
+        for (bi, r) in rows.iter().enumerate() {
+            for (k2, &i) in r.iter().enumerate() {
+                for c in 0..h * d {
+                    let want = full.get(bi).unwrap().get(i).unwrap().get(c).unwrap().to_scalar::<f64>().unwrap();
+                    let got = sub.get(bi).unwrap().get(k2).unwrap().get(c).unwrap().to_scalar::<f64>().unwrap();
+                    assert!((want - got).abs() < 1e-12, "row {bi} position {i}: {want} vs {got}");
+                    wf[(bi * t + i) * h * d + c] += ws[(bi * 3 + k2) * h * d + c];
+                }
+            }
+        }
+        let wf = Tensor::from_vec(wf, (b, t, h * d), &dev).unwrap();
+        let ws = Tensor::from_vec(ws, (b, 3, h * d), &dev).unwrap();
+        let gf = (full * wf).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (sub * ws).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("k", &k), ("v", &v), ("q", &q)] {
+            let (a, c) = (gf.get(x.as_tensor()).unwrap(), gs.get(x.as_tensor()).unwrap());
+            assert!(max_diff(a, c) < 1e-12, "d{name}: {}", max_diff(a, c));
+        }
     }
 
     /// Causal rows with padding, a packed row (two answers sharing a prompt) and a row whose

@@ -318,7 +318,7 @@ impl Decoder {
         let (b, t) = self.check_embeds(embeds)?;
         let valid = Self::valid_rows(attention_mask, b, t)?;
         let pos = positions(&valid, &vec![0; b]);
-        self.hidden_train_packed(embeds, &pos, allowed_keys(&valid, 0, t))
+        self.hidden_train_packed(embeds, &pos, allowed_keys(&valid, 0, t), None)
     }
 
     /// The differentiable forward with explicit per-row position ids (B × T) and attention
@@ -326,55 +326,107 @@ impl Decoder {
     /// use it to hold several sequences that share a prefix (a prompt and each of its answers:
     /// every answer sees the prompt and itself, with positions continuing the prompt's), so the
     /// shared prefix is computed once.
-    pub fn hidden_train_packed(&self, embeds: &Tensor, pos: &[Vec<usize>], allowed: Vec<bool>) -> Result<Tensor> {
+    ///
+    /// `read`: per row, the positions whose final hidden state the caller reads (the same count
+    /// in every row; repeat one to pad). The last layer then runs its queries, attention output
+    /// and MLP on those positions only (its keys and values still cover every position), and
+    /// the result is (B, R, H) in `read`'s order; `None`: every position, (B, T, H).
+    pub fn hidden_train_packed(
+        &self,
+        embeds: &Tensor,
+        pos: &[Vec<usize>],
+        allowed: Vec<bool>,
+        read: Option<&[Vec<usize>]>,
+    ) -> Result<Tensor> {
         let (b, t) = self.check_embeds(embeds)?;
         if pos.len() != b || pos.iter().any(|r| r.len() != t) || allowed.len() != b * t * t {
             return Err(Error::InvalidInput(format!("positions must be ({b}, {t}) and the attention pattern ({b}, {t}, {t})")));
         }
-        let (cos, sin) = self.rope_values(pos);
-        let rope = crate::fused_grad::RopeTables::new(cos, sin, b, t, self.inv_freq.len());
+        if let Some(read) = read {
+            let r = read.first().map_or(0, Vec::len);
+            if read.len() != b || r == 0 || read.iter().any(|x| x.len() != r || x.iter().any(|&i| i >= t)) {
+                return Err(Error::InvalidInput(format!("read positions must be ({b}, R) with R ≥ 1 and each < {t}")));
+            }
+        }
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let eps = self.cfg.rms_norm_eps;
+        let scale = 1.0 / (hd as f64).sqrt();
         // On the CPU, attention is one op with its own backward (`attention.rs`): no (T × T)
         // tensor enters the graph. Elsewhere: a u8 mask and a finite fill value for
         // `where_cond`, and candle's softmax.
-        let scale = 1.0 / (hd as f64).sqrt();
         let fused = self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64);
-        enum Attn {
-            Fused(std::sync::Arc<Vec<bool>>),
-            Composite { mask: Tensor, neg: Tensor },
+        /// One attention pattern: its queries' rope tables and mask.
+        struct Pattern {
+            rope: crate::fused_grad::RopeTables,
+            tq: usize,
+            fused: Option<std::sync::Arc<Vec<bool>>>,
+            composite: Option<(Tensor, Tensor)>,
         }
-        let attn = if fused {
-            Attn::Fused(std::sync::Arc::new(allowed))
-        } else {
+        let pattern = |qpos: &[Vec<usize>], allowed: Vec<bool>, tq: usize| -> Result<Pattern> {
+            let (cos, sin) = self.rope_values(qpos);
+            let rope = crate::fused_grad::RopeTables::new(cos, sin, b, tq, self.inv_freq.len());
+            if fused {
+                return Ok(Pattern { rope, tq, fused: Some(std::sync::Arc::new(allowed)), composite: None });
+            }
             let m: Vec<u8> = allowed.into_iter().map(u8::from).collect();
-            let mask = Tensor::from_vec(m, (b, 1, t, t), self.device())?.broadcast_as((b, nh, t, t))?;
-            let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, t, t))?;
-            Attn::Composite { mask, neg }
+            let mask = Tensor::from_vec(m, (b, 1, tq, t), self.device())?.broadcast_as((b, nh, tq, t))?;
+            let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, tq, t))?;
+            Ok(Pattern { rope, tq, fused: None, composite: Some((mask, neg)) })
         };
+        // The last layer's queries when only some positions are read: their positions and
+        // their rows of the attention pattern, and where they sit in the flattened (B·T) rows.
+        let subset = match read {
+            Some(read) => {
+                let r = read[0].len();
+                let qpos: Vec<Vec<usize>> = read.iter().zip(pos).map(|(rd, p)| rd.iter().map(|&i| p[i]).collect()).collect();
+                let mut rows = Vec::with_capacity(b * r * t);
+                for (bi, rd) in read.iter().enumerate() {
+                    for &i in rd {
+                        rows.extend_from_slice(&allowed[(bi * t + i) * t..(bi * t + i + 1) * t]);
+                    }
+                }
+                let flat: Vec<u32> = read.iter().enumerate().flat_map(|(bi, rd)| rd.iter().map(move |&i| (bi * t + i) as u32)).collect();
+                Some((pattern(&qpos, rows, r)?, Tensor::new(flat.as_slice(), self.device())?))
+            }
+            None => None,
+        };
+        let full = pattern(pos, allowed, t)?;
         let mut x = embeds.to_dtype(self.dtype())?;
-        for layer in &self.layers {
+        let last = self.layers.len().saturating_sub(1);
+        for (li, layer) in self.layers.iter().enumerate() {
             let h = crate::fused_grad::rms_norm(&x, &layer.input_layernorm, eps)?;
             let a = &layer.self_attn;
-            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
             let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
             let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = crate::fused_grad::rope(&q, &rope)?;
-            let k = crate::fused_grad::rope(&k, &rope)?;
-            let att = match &attn {
-                Attn::Fused(allowed) => crate::attention::attention(&q, &k, &v, allowed.clone(), scale)?,
-                Attn::Composite { mask, neg } => {
+            let k = crate::fused_grad::rope(&k, &full.rope)?;
+            // Queries: every position, or in the last layer only the positions that are read.
+            let (pat, xq, hq) = match (&subset, li == last) {
+                (Some((pat, flat)), true) => {
+                    let take = |z: &Tensor| -> Result<Tensor> {
+                        Ok(z.reshape((b * t, self.cfg.hidden_size))?.index_select(flat, 0)?.reshape((b, pat.tq, self.cfg.hidden_size))?)
+                    };
+                    (pat, take(&x)?, take(&h)?)
+                }
+                _ => (&full, x.clone(), h),
+            };
+            let tq = pat.tq;
+            let q = a.q_proj.forward(&hq)?.reshape((b, tq, nh, hd))?.transpose(1, 2)?;
+            let q = crate::fused_grad::rope(&q, &pat.rope)?;
+            let att = match (&pat.fused, &pat.composite) {
+                (Some(allowed), _) => crate::attention::attention(&q, &k, &v, allowed.clone(), scale)?,
+                (None, Some((mask, neg))) => {
                     let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
                     let scores = (q.matmul(&k.t()?)? * scale)?;
                     let probs = candle_nn::ops::softmax(&mask.where_cond(&scores, neg)?, D::Minus1)?;
-                    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?
+                    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, nh * hd))?
                 }
+                (None, None) => return Err(Error::InvalidInput("no attention pattern".into())),
             };
-            x = (x + a.o_proj.forward(&att)?)?;
-            let h = crate::fused_grad::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
+            let y = (xq + a.o_proj.forward(&att)?)?;
+            let h = crate::fused_grad::rms_norm(&y, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
             let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
-            x = (x + m.down_proj.forward(&g)?)?;
+            x = (y + m.down_proj.forward(&g)?)?;
         }
         crate::fused_grad::rms_norm(&x, &self.norm, eps)
     }

@@ -133,7 +133,27 @@ pub fn score_packed(model: &LlavaModel, items: &[ScoreItem], cache: Option<&mut 
         }
         pos.push(rp);
     }
-    let hidden = model.decoder().hidden_train_packed(&batch.embeds, &pos, allowed)?;
+    // Only the positions that predict answer tokens are read: the last layer runs just those
+    // (as many per row as the row with the most; shorter rows repeat their first).
+    let mut read: Vec<Vec<usize>> = vec![Vec::new(); b];
+    for p in picks.iter().flatten() {
+        read[p.0 as usize / t].push(p.0 as usize % t);
+    }
+    for r in read.iter_mut() {
+        r.sort_unstable();
+        r.dedup();
+    }
+    let width = read.iter().map(Vec::len).max().unwrap_or(0);
+    for r in read.iter_mut() {
+        let first = r.first().copied().unwrap_or(0);
+        r.resize(width, first);
+    }
+    for p in picks.iter_mut().flatten() {
+        let (row, at) = (p.0 as usize / t, p.0 as usize % t);
+        let k = read[row].iter().position(|&i| i == at).unwrap_or(0);
+        p.0 = (row * width + k) as u32;
+    }
+    let hidden = model.decoder().hidden_train_packed(&batch.embeds, &pos, allowed, Some(&read))?;
     logprob_sums_at(model, &hidden, &picks)
 }
 
