@@ -441,9 +441,7 @@ impl Decoder {
         new_valid: Option<&[Vec<bool>]>,
         last_only: bool,
     ) -> Result<Tensor> {
-        let x = self.hidden_cached(embeds, cache, new_valid)?;
-        let t = x.dim(1)?;
-        let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
+        let x = self.hidden_cached_at(embeds, cache, new_valid, last_only)?;
         self.logits(&x)
     }
 
@@ -457,6 +455,20 @@ impl Decoder {
     /// Grouped-query attention runs without copying K/V per query head: the `n_rep` query heads
     /// of one KV head are stacked along the time axis, (B, n_kv, n_rep·T, D).
     pub fn hidden_cached(&self, embeds: &Tensor, cache: &mut KvCache, new_valid: Option<&[Vec<bool>]>) -> Result<Tensor> {
+        self.hidden_cached_at(embeds, cache, new_valid, false)
+    }
+
+    /// [`Decoder::hidden_cached`]; with `last_only`, the hidden state of the last new position
+    /// only, (B, 1, H): the last layer then runs its queries, attention output and MLP at that
+    /// position alone (a prefill reads nothing else), its keys and values at every position
+    /// (the cache needs them).
+    pub fn hidden_cached_at(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+        new_valid: Option<&[Vec<bool>]>,
+        last_only: bool,
+    ) -> Result<Tensor> {
         let (b, t) = self.check_embeds(embeds)?;
         if cache.kv.len() != self.layers.len() {
             return Err(Error::InvalidInput("KV cache built for another model".into()));
@@ -506,14 +518,48 @@ impl Decoder {
         let eps = self.cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = embeds.to_dtype(self.dtype())?;
+        let last = self.layers.len().saturating_sub(1);
+        // The last layer of a `last_only` call (CPU float32): one query per row, its rows of
+        // the mask.
+        let narrow_last = last_only && t > 1 && allowed.is_some();
+        let allowed_last = match (&allowed, narrow_last) {
+            (Some(al), true) => {
+                let tk = offset + t;
+                let rows: Vec<bool> = (0..b).flat_map(|r| al[(r * t + t - 1) * tk..(r * t + t) * tk].iter().copied()).collect();
+                Some(std::sync::Arc::new(rows))
+            }
+            _ => None,
+        };
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_fast(&x, &layer.input_layernorm, eps)?;
             let a = &layer.self_attn;
-            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
             let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+            if narrow_last && li == last {
+                let (k, v) = match &cache.kv[li] {
+                    Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                    None => (k, v),
+                };
+                cache.kv[li] = Some((k.clone(), v.clone()));
+                let xq = x.narrow(1, t - 1, 1)?;
+                let hq = h.narrow(1, t - 1, 1)?;
+                let q = a.q_proj.forward(&hq)?.reshape((b, 1, nh, hd))?.transpose(1, 2)?.contiguous()?;
+                let q = candle_nn::rotary_emb::rope(&q, &cos.narrow(1, t - 1, 1)?.contiguous()?, &sin.narrow(1, t - 1, 1)?.contiguous()?)?;
+                let q = (q.reshape((b, nkv, rep, hd))? * scale)?;
+                let scores = q.matmul(&k.t()?)?;
+                let al = allowed_last.clone().ok_or_else(|| Error::InvalidInput("no mask for the last position".into()))?;
+                let probs = crate::fused::masked_softmax(&scores, al, 1)?;
+                let att = probs.matmul(&v)?.reshape((b, nh, 1, hd))?.transpose(1, 2)?.reshape((b, 1, nh * hd))?;
+                let y = (xq + a.o_proj.forward(&att)?)?;
+                let h = rms_norm_fast(&y, &layer.post_attention_layernorm, eps)?;
+                let m = &layer.mlp;
+                let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
+                x = (y + m.down_proj.forward(&g)?)?;
+                continue;
+            }
+            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
             let (k, v) = match &cache.kv[li] {
                 Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
                 None => (k, v),
@@ -533,6 +579,7 @@ impl Decoder {
             let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
             x = (x + m.down_proj.forward(&g)?)?;
         }
+        let x = if last_only && !narrow_last { x.narrow(1, t - 1, 1)? } else { x };
         rms_norm_fast(&x, &self.norm, eps)
     }
 }

@@ -157,8 +157,14 @@ pub fn score_packed(model: &LlavaModel, items: &[ScoreItem], cache: Option<&mut 
     logprob_sums_at(model, &hidden, &picks)
 }
 
-/// Answer log-prob sums on the fast inference path (no gradient), for evaluation.
+/// Answer log-prob sums as numbers, for evaluation. On the CPU this is the packed forward of
+/// [`score_packed`] (answers to one prompt and image share its computation, and the last layer
+/// runs only where log-probs are read), detached; elsewhere the KV-cache inference path.
 pub fn score_fast(model: &LlavaModel, items: &[ScoreItem]) -> Result<Vec<f64>> {
+    if model.device().is_cpu() && matches!(model.dtype(), DType::F32 | DType::F64) {
+        let sums = score_packed(model, items, None)?.detach();
+        return Ok(sums.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+    }
     let (inputs, answers) = build_inputs(items)?;
     let batch = model.embed_batch(&inputs, PadSide::Right)?;
     let mut cache = model.new_cache();
