@@ -11,18 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-scripts/setup.sh --no-bindgen
-# wasm-bindgen-cli (needed by the front end's build, about 2 minutes to compile on a new
-# machine) compiles while the server does: on 2 cores, each fills the other's idle time.
-mkdir -p target
-scripts/setup.sh --bindgen-only > target/setup-bindgen.log 2>&1 &
-bindgen_pid=$!
-echo "==> server (--release), while wasm-bindgen-cli installs (log: target/setup-bindgen.log)"
-cargo build -p medpo-server --bin medpo --release
-if ! wait "$bindgen_pid"; then
-    cat target/setup-bindgen.log >&2
-    exit 1
-fi
+scripts/setup.sh
 scripts/build.sh --release
 mkdir -p models
 if [ -z "$(ls -A models)" ]; then

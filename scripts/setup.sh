@@ -6,9 +6,6 @@
 #                             wasm-bindgen-cli (the version pinned in Cargo.lock)
 #   scripts/setup.sh --test   also what the tests need: Chromium and ChromeDriver, the
 #                             PostgreSQL server (Debian packages) and Playwright (npm ci)
-#   scripts/setup.sh --no-bindgen / --bindgen-only
-#                             everything but wasm-bindgen-cli / only it (scripts/run.sh
-#                             compiles the CLI while the server compiles)
 #
 # Never downloads a browser or a binary outside the package registries: Playwright drives
 # Debian's /usr/bin/chromium, and wasm-opt from Debian (binaryen 108) is not used because it
@@ -18,15 +15,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 want_test=0
-bindgen=1
-rest=1
-case "${1:-}" in
-    --test) want_test=1 ;;
-    --no-bindgen) bindgen=0 ;;
-    --bindgen-only) rest=0 ;;
-    "") ;;
-    *) echo "usage: scripts/setup.sh [--test | --no-bindgen | --bindgen-only]" >&2; exit 2 ;;
-esac
+[ "${1:-}" = "--test" ] && want_test=1
 
 apt_install() {
     local missing=()
@@ -42,20 +31,18 @@ apt_install() {
     fi
 }
 
-if [ "$rest" = 1 ]; then
-    # Build essentials: gcc/g++ for SQLite (compiled from source by libsqlite3-sys).
-    command -v cc >/dev/null && command -v c++ >/dev/null || apt_install build-essential
-    command -v python3 >/dev/null || apt_install python3
+# Build essentials: gcc/g++ for the C parts of sqlite and tokenizers, pkg-config.
+command -v cc >/dev/null && command -v c++ >/dev/null || apt_install build-essential
+command -v python3 >/dev/null || apt_install python3
 
-    if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-        echo "==> rustup target add wasm32-unknown-unknown"
-        rustup target add wasm32-unknown-unknown
-    fi
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    echo "==> rustup target add wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
 fi
 
 want_bindgen=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 have_bindgen=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
-if [ "$bindgen" = 1 ] && [ "$have_bindgen" != "$want_bindgen" ]; then
+if [ "$have_bindgen" != "$want_bindgen" ]; then
     echo "==> cargo install wasm-bindgen-cli $want_bindgen (about 2 to 6 minutes)"
     # No --locked: the CLI's own lockfile pins a yanked crate.
     cargo install wasm-bindgen-cli --version "$want_bindgen" --force
