@@ -76,6 +76,13 @@ struct Out<F>(*mut F);
 unsafe impl<F> Send for Out<F> {}
 unsafe impl<F> Sync for Out<F> {}
 
+impl<F> Out<F> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn ptr(&self) -> *mut F {
+        self.0
+    }
+}
+
 #[derive(Clone)]
 struct Dims {
     b: usize,
@@ -149,7 +156,6 @@ fn forward<F: AttnFloat>(q: &[F], k: &[F], v: &[F], mask: &[bool], dims: &Dims, 
     (0..b * h).into_par_iter().for_each_init(
         || (vec![F::zero(); tq * t], vec![F::zero(); t]),
         |(p, tmp), bh| {
-            let o = o;
             let (bi, hi) = (bh / h, bh % h);
             let g = bi * kv + hi / rep;
             let qh = &q[bh * tq * d..(bh + 1) * tq * d];
@@ -159,7 +165,7 @@ fn forward<F: AttnFloat>(q: &[F], k: &[F], v: &[F], mask: &[bool], dims: &Dims, 
             // O[bi, i, hi, :] = P · V: rows of the output are H·D apart.
             // SAFETY: this task alone writes head `hi` of row `bi`.
             unsafe {
-                let dst = o.0.add((bi * tq * h + hi) * d);
+                let dst = o.ptr().add((bi * tq * h + hi) * d);
                 mm(tq, d, t, dst, h * d, false, p.as_ptr(), (t, 1), vh.as_ptr(), (d, 1), F::one(), F::zero());
             }
         },
@@ -188,7 +194,6 @@ fn backward<F: AttnFloat>(
     (0..b * kv).into_par_iter().for_each_init(
         || (vec![F::zero(); tq * t], vec![F::zero(); tq * t], vec![F::zero(); t], vec![F::zero(); tq]),
         |(p, ds, tmp, rowdot), bg| {
-            let (pq, pk, pv) = (pq, pk, pv);
             let bi = bg / kv;
             let kg = &k[bg * t * d..(bg + 1) * t * d];
             let vg = &v[bg * t * d..(bg + 1) * t * d];
@@ -205,7 +210,7 @@ fn backward<F: AttnFloat>(
                 // group in dq; all matrices are addressed within their buffers.
                 unsafe {
                     // dV += Pᵀ · dO
-                    let dvg = pv.0.add(bg * t * d);
+                    let dvg = pv.ptr().add(bg * t * d);
                     mm(t, d, tq, dvg, d, r > 0, p.as_ptr(), (1, t), go.as_ptr(), (h * d, 1), F::one(), F::zero());
                     // dP = dO · Vᵀ
                     mm(tq, t, d, ds.as_mut_ptr(), t, false, go.as_ptr(), (h * d, 1), vg.as_ptr(), (1, d), F::one(), F::zero());
@@ -230,10 +235,10 @@ fn backward<F: AttnFloat>(
                 }
                 unsafe {
                     // dQ_h = dS · K
-                    let dqh = pq.0.add(bh * tq * d);
+                    let dqh = pq.ptr().add(bh * tq * d);
                     mm(tq, d, t, dqh, d, false, ds.as_ptr(), (t, 1), kg.as_ptr(), (d, 1), F::one(), F::zero());
                     // dK += dSᵀ · Q_h
-                    let dkg = pk.0.add(bg * t * d);
+                    let dkg = pk.ptr().add(bg * t * d);
                     mm(t, d, tq, dkg, d, r > 0, ds.as_ptr(), (1, t), qh.as_ptr(), (d, 1), F::one(), F::zero());
                 }
             }
@@ -270,6 +275,33 @@ impl FusedAttention {
 
 fn slice<'a, F>(v: &'a [F], l: &Layout) -> candle_core::Result<&'a [F]> {
     crate::fused::contiguous(v, l, "fused attention")
+}
+
+impl FusedAttention {
+    /// (dq, dk, dv) as tensors from the storages of q, k, v, the output and its gradient.
+    fn grads<F: AttnFloat + candle_core::WithDType>(
+        &self,
+        [(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)]: [(&Vec<F>, &Layout); 5],
+        scale: F,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let Dims { b, h, kv, tq, t, d } = self.dims;
+        let (dq, dk, dv) = backward(
+            slice(q, lq)?,
+            slice(k, lk)?,
+            slice(v, lv)?,
+            slice(o, lo)?,
+            slice(g, lg)?,
+            &self.mask,
+            &self.dims,
+            scale,
+        );
+        Ok((
+            Tensor::from_vec(dq, (b, h, tq, d), dev)?,
+            Tensor::from_vec(dk, (b, kv, t, d), dev)?,
+            Tensor::from_vec(dv, (b, kv, t, d), dev)?,
+        ))
+    }
 }
 
 impl CustomOp3 for FusedAttention {
@@ -325,53 +357,14 @@ impl CustomOp3 for FusedAttention {
         let (so, lo) = res.storage_and_layout();
         let (sg, lg) = grad.storage_and_layout();
         let dev = q.device();
-        let Dims { b, h, kv, tq, t, d } = self.dims;
+        use CpuStorage::{F32, F64};
+        use Storage::Cpu;
         let (dq, dk, dv) = match (&*sq, &*sk, &*sv, &*so, &*sg) {
-            (
-                Storage::Cpu(CpuStorage::F32(q)),
-                Storage::Cpu(CpuStorage::F32(k)),
-                Storage::Cpu(CpuStorage::F32(v)),
-                Storage::Cpu(CpuStorage::F32(o)),
-                Storage::Cpu(CpuStorage::F32(g)),
-            ) => {
-                let (a, bb, c) = backward(
-                    slice(q, lq)?,
-                    slice(k, lk)?,
-                    slice(v, lv)?,
-                    slice(o, lo)?,
-                    slice(g, lg)?,
-                    &self.mask,
-                    &self.dims,
-                    self.scale as f32,
-                );
-                (
-                    Tensor::from_vec(a, (b, h, tq, d), dev)?,
-                    Tensor::from_vec(bb, (b, kv, t, d), dev)?,
-                    Tensor::from_vec(c, (b, kv, t, d), dev)?,
-                )
+            (Cpu(F32(q)), Cpu(F32(k)), Cpu(F32(v)), Cpu(F32(o)), Cpu(F32(g))) => {
+                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], self.scale as f32, dev)?
             }
-            (
-                Storage::Cpu(CpuStorage::F64(q)),
-                Storage::Cpu(CpuStorage::F64(k)),
-                Storage::Cpu(CpuStorage::F64(v)),
-                Storage::Cpu(CpuStorage::F64(o)),
-                Storage::Cpu(CpuStorage::F64(g)),
-            ) => {
-                let (a, bb, c) = backward(
-                    slice(q, lq)?,
-                    slice(k, lk)?,
-                    slice(v, lv)?,
-                    slice(o, lo)?,
-                    slice(g, lg)?,
-                    &self.mask,
-                    &self.dims,
-                    self.scale,
-                );
-                (
-                    Tensor::from_vec(a, (b, h, tq, d), dev)?,
-                    Tensor::from_vec(bb, (b, kv, t, d), dev)?,
-                    Tensor::from_vec(c, (b, kv, t, d), dev)?,
-                )
+            (Cpu(F64(q)), Cpu(F64(k)), Cpu(F64(v)), Cpu(F64(o)), Cpu(F64(g))) => {
+                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], self.scale, dev)?
             }
             _ => return Err(candle_core::Error::msg("fused attention backward: float32 or float64 on the CPU")),
         };
