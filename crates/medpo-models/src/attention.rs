@@ -26,14 +26,22 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::fused_grad::dispatch;
 
 /// A float the fused attention runs in.
 trait AttnFloat: Float + Send + Sync + 'static {
+    /// The scale, given in float64, in this type.
+    fn of(x: f64) -> Self;
+
     /// Softmax of `scale · x` over the allowed entries, in place.
     fn softmax_row(x: &mut [Self], allowed: &[bool], scale: Self, tmp: &mut [Self]);
 }
 
 impl AttnFloat for f32 {
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+
     fn softmax_row(x: &mut [f32], allowed: &[bool], scale: f32, tmp: &mut [f32]) {
         // Keys after the last allowed one (the future, in a causal row) get 0 without an exp.
         let n = allowed.iter().rposition(|&a| a).map_or(x.len(), |p| p + 1);
@@ -48,6 +56,10 @@ impl AttnFloat for f32 {
 }
 
 impl AttnFloat for f64 {
+    fn of(x: f64) -> f64 {
+        x
+    }
+
     fn softmax_row(x: &mut [f64], allowed: &[bool], scale: f64, _tmp: &mut [f64]) {
         let mut max = f64::NEG_INFINITY;
         for (&v, &a) in x.iter().zip(allowed) {
@@ -282,7 +294,6 @@ impl FusedAttention {
     fn grads<F: AttnFloat + candle_core::WithDType>(
         &self,
         [(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)]: [(&Vec<F>, &Layout); 5],
-        scale: F,
         dev: &candle_core::Device,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let Dims { b, h, kv, tq, t, d } = self.dims;
@@ -294,7 +305,7 @@ impl FusedAttention {
             slice(g, lg)?,
             &self.mask,
             &self.dims,
-            scale,
+            F::of(self.scale),
         );
         Ok((
             Tensor::from_vec(dq, (b, h, tq, d), dev)?,
@@ -320,25 +331,9 @@ impl CustomOp3 for FusedAttention {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.check(l1, l2, l3)?;
         let Dims { b, h, tq, d, .. } = self.dims;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => CpuStorage::F32(forward(
-                slice(q, l1)?,
-                slice(k, l2)?,
-                slice(v, l3)?,
-                &self.mask,
-                &self.dims,
-                self.scale as f32,
-            )),
-            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => CpuStorage::F64(forward(
-                slice(q, l1)?,
-                slice(k, l2)?,
-                slice(v, l3)?,
-                &self.mask,
-                &self.dims,
-                self.scale,
-            )),
-            _ => return Err(candle_core::Error::msg("fused attention: float32 or float64, all alike")),
-        };
+        let scale = self.scale;
+        let out = dispatch!("fused attention", s1, s2, s3; |q, k, v| forward(
+            slice(q, l1)?, slice(k, l2)?, slice(v, l3)?, &self.mask, &self.dims, AttnFloat::of(scale)));
         Ok((out, Shape::from((b, tq, h * d))))
     }
 
@@ -361,10 +356,10 @@ impl CustomOp3 for FusedAttention {
         use Storage::Cpu;
         let (dq, dk, dv) = match (&*sq, &*sk, &*sv, &*so, &*sg) {
             (Cpu(F32(q)), Cpu(F32(k)), Cpu(F32(v)), Cpu(F32(o)), Cpu(F32(g))) => {
-                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], self.scale as f32, dev)?
+                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], dev)?
             }
             (Cpu(F64(q)), Cpu(F64(k)), Cpu(F64(v)), Cpu(F64(o)), Cpu(F64(g))) => {
-                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], self.scale, dev)?
+                self.grads([(q, lq), (k, lk), (v, lv), (o, lo), (g, lg)], dev)?
             }
             _ => return Err(candle_core::Error::msg("fused attention backward: float32 or float64 on the CPU")),
         };

@@ -355,23 +355,28 @@ impl Decoder {
         // tensor enters the graph. Elsewhere: a u8 mask and a finite fill value for
         // `where_cond`, and candle's softmax.
         let fused = self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64);
+        enum Mask {
+            Fused(std::sync::Arc<Vec<bool>>),
+            Composite { mask: Tensor, neg: Tensor },
+        }
         /// One attention pattern: its queries' rope tables and mask.
         struct Pattern {
             rope: crate::fused_grad::RopeTables,
             tq: usize,
-            fused: Option<std::sync::Arc<Vec<bool>>>,
-            composite: Option<(Tensor, Tensor)>,
+            mask: Mask,
         }
         let pattern = |qpos: &[Vec<usize>], allowed: Vec<bool>, tq: usize| -> Result<Pattern> {
             let (cos, sin) = self.rope_values(qpos);
             let rope = crate::fused_grad::RopeTables::new(cos, sin, b, tq, self.inv_freq.len());
-            if fused {
-                return Ok(Pattern { rope, tq, fused: Some(std::sync::Arc::new(allowed)), composite: None });
-            }
-            let m: Vec<u8> = allowed.into_iter().map(u8::from).collect();
-            let mask = Tensor::from_vec(m, (b, 1, tq, t), self.device())?.broadcast_as((b, nh, tq, t))?;
-            let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, tq, t))?;
-            Ok(Pattern { rope, tq, fused: None, composite: Some((mask, neg)) })
+            let mask = if fused {
+                Mask::Fused(std::sync::Arc::new(allowed))
+            } else {
+                let m: Vec<u8> = allowed.into_iter().map(u8::from).collect();
+                let mask = Tensor::from_vec(m, (b, 1, tq, t), self.device())?.broadcast_as((b, nh, tq, t))?;
+                let neg = Tensor::new(mask_value(self.dtype()), self.device())?.to_dtype(self.dtype())?.broadcast_as((b, nh, tq, t))?;
+                Mask::Composite { mask, neg }
+            };
+            Ok(Pattern { rope, tq, mask })
         };
         // The last layer's queries when only some positions are read: their positions and
         // their rows of the attention pattern, and where they sit in the flattened (B·T) rows.
@@ -412,15 +417,14 @@ impl Decoder {
             let tq = pat.tq;
             let q = a.q_proj.forward(&hq)?.reshape((b, tq, nh, hd))?.transpose(1, 2)?;
             let q = crate::fused_grad::rope(&q, &pat.rope)?;
-            let att = match (&pat.fused, &pat.composite) {
-                (Some(allowed), _) => crate::attention::attention(&q, &k, &v, allowed.clone(), scale)?,
-                (None, Some((mask, neg))) => {
+            let att = match &pat.mask {
+                Mask::Fused(allowed) => crate::attention::attention(&q, &k, &v, allowed.clone(), scale)?,
+                Mask::Composite { mask, neg } => {
                     let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
                     let scores = (q.matmul(&k.t()?)? * scale)?;
                     let probs = candle_nn::ops::softmax(&mask.where_cond(&scores, neg)?, D::Minus1)?;
                     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, nh * hd))?
                 }
-                (None, None) => return Err(Error::InvalidInput("no attention pattern".into())),
             };
             let y = (xq + a.o_proj.forward(&att)?)?;
             let h = crate::fused_grad::rms_norm(&y, &layer.post_attention_layernorm, eps)?;
@@ -519,61 +523,41 @@ impl Decoder {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = embeds.to_dtype(self.dtype())?;
         let last = self.layers.len().saturating_sub(1);
-        // The last layer of a `last_only` call (CPU float32): one query per row, its rows of
-        // the mask.
+        // The last layer of a `last_only` call (CPU float32): one query per row (the last), its
+        // rows of the mask; its keys and values still cover every position (the cache needs them).
         let narrow_last = last_only && t > 1 && allowed.is_some();
         let allowed_last = match (&allowed, narrow_last) {
             (Some(al), true) => {
-                let tk = offset + t;
                 let rows: Vec<bool> = (0..b).flat_map(|r| al[(r * t + t - 1) * tk..(r * t + t) * tk].iter().copied()).collect();
                 Some(std::sync::Arc::new(rows))
             }
             _ => None,
         };
         for (li, layer) in self.layers.iter().enumerate() {
+            // Queries at positions q0.. (all of them, or the last one in a narrowed last layer).
+            let (q0, allowed) = if narrow_last && li == last { (t - 1, &allowed_last) } else { (0, &allowed) };
+            let tq = t - q0;
             let h = rms_norm_fast(&x, &layer.input_layernorm, eps)?;
             let a = &layer.self_attn;
             let k = a.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let v = a.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
-            if narrow_last && li == last {
-                let (k, v) = match &cache.kv[li] {
-                    Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                    None => (k, v),
-                };
-                cache.kv[li] = Some((k.clone(), v.clone()));
-                let xq = x.narrow(1, t - 1, 1)?;
-                let hq = h.narrow(1, t - 1, 1)?;
-                let q = a.q_proj.forward(&hq)?.reshape((b, 1, nh, hd))?.transpose(1, 2)?.contiguous()?;
-                let q = candle_nn::rotary_emb::rope(&q, &cos.narrow(1, t - 1, 1)?.contiguous()?, &sin.narrow(1, t - 1, 1)?.contiguous()?)?;
-                let q = (q.reshape((b, nkv, rep, hd))? * scale)?;
-                let scores = q.matmul(&k.t()?)?;
-                let al = allowed_last.clone().ok_or_else(|| Error::InvalidInput("no mask for the last position".into()))?;
-                let probs = crate::fused::masked_softmax(&scores, al, 1)?;
-                let att = probs.matmul(&v)?.reshape((b, nh, 1, hd))?.transpose(1, 2)?.reshape((b, 1, nh * hd))?;
-                let y = (xq + a.o_proj.forward(&att)?)?;
-                let h = rms_norm_fast(&y, &layer.post_attention_layernorm, eps)?;
-                let m = &layer.mlp;
-                let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
-                x = (y + m.down_proj.forward(&g)?)?;
-                continue;
-            }
-            let q = a.q_proj.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+            let q = a.q_proj.forward(&h.narrow(1, q0, tq)?)?.reshape((b, tq, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos.narrow(1, q0, tq)?.contiguous()?, &sin.narrow(1, q0, tq)?.contiguous()?)?;
             let (k, v) = match &cache.kv[li] {
                 Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
                 None => (k, v),
             };
             cache.kv[li] = Some((k.clone(), v.clone()));
-            let q = (q.reshape((b, nkv, rep * t, hd))? * scale)?;
+            let q = (q.reshape((b, nkv, rep * tq, hd))? * scale)?;
             let scores = q.matmul(&k.t()?)?;
-            let probs = match (&allowed, &mask) {
-                (Some(allowed), _) => crate::fused::masked_softmax(&scores, allowed.clone(), t)?,
+            let probs = match (allowed, &mask) {
+                (Some(allowed), _) => crate::fused::masked_softmax(&scores, allowed.clone(), tq)?,
                 (None, Some((m, neg))) => candle_nn::ops::softmax_last_dim(&m.where_cond(&scores, neg)?)?,
                 (None, None) => crate::fused::softmax_last_dim(&scores)?,
             };
-            let att = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-            x = (x + a.o_proj.forward(&att)?)?;
+            let att = probs.matmul(&v)?.reshape((b, nh, tq, hd))?.transpose(1, 2)?.reshape((b, tq, nh * hd))?;
+            x = (x.narrow(1, q0, tq)? + a.o_proj.forward(&att)?)?;
             let h = rms_norm_fast(&x, &layer.post_attention_layernorm, eps)?;
             let m = &layer.mlp;
             let g = crate::fused_grad::swiglu(&m.gate_proj.forward(&h)?, &m.up_proj.forward(&h)?)?;
