@@ -78,8 +78,7 @@ impl GradAccumulator {
     /// `torch.nn.utils.clip_grad_norm_` (coefficient max_norm/(norm + 1e-6), capped at 1).
     /// Returns the norm before clipping.
     pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
-        let norm = self.global_norm()?;
-        let coef = max_norm / (norm + 1e-6);
+        let (norm, coef) = self.clip_coefficient(max_norm)?;
         if coef < 1.0 {
             for s in self.sums.iter_mut() {
                 if let Some(g) = s.take() {
